@@ -1,0 +1,120 @@
+"""HuLlama configuration: a Llama configuration plus the fields of the author state.
+
+Hub code: imports transformers only, does nothing at import time.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import LlamaConfig
+
+STATE_POOLINGS = ("last", "mean")
+CLASSIFICATION_LEVELS = ("message", "author")
+STATE_MECHANISMS = ("query",)
+
+# Written into every saved config so that all four auto classes resolve to the shipped code.
+AUTO_MAP = {
+    "AutoConfig": "configuration_hullama.HuLlamaConfig",
+    "AutoModel": "modeling_hullama.HuLlamaModel",
+    "AutoModelForCausalLM": "modeling_hullama.HuLlamaForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_hullama.HuLlamaForSequenceClassification",
+}
+
+
+@strict(accept_kwargs=True)
+class HuLlamaConfig(LlamaConfig):
+    r"""
+    A [`LlamaConfig`] whose model reads an author's time-ordered history as blocks and carries an author
+    state `U` from block to block (HuLM). Every Llama field keeps its meaning; the HuLlama fields are:
+
+    insert_layer (`int`, *optional*):
+        Index of the decoder layer whose attention query receives the author state. Defaults to about one
+        sixth of the depth (layer 2 of 12, as HaRT; 5 of 32 for Llama-3-8B).
+    extract_layer (`int`, *optional*):
+        Index of the decoder layer whose output is pooled into the block summary that updates the state.
+        Defaults to the second-to-last layer.
+    state_size (`int`, *optional*):
+        Size of the author state. Defaults to `hidden_size`.
+    state_pooling (`str`, defaults to `"last"`):
+        How a block is summarised: `"last"` real token or `"mean"` over real tokens.
+    state_mechanism (`str`, defaults to `"query"`):
+        How the state enters the model: `"query"` adds a zero-initialised projection of the state to the
+        pretrained attention query of `insert_layer`.
+    normalize_extracted_state (`bool`, defaults to `True`):
+        RMS-normalise the block summary before the recurrence, so that Llama's large residual stream does not
+        saturate the tanh (measured in the pilot: without it |U| was 1.0 from the first steps).
+    detach_state_every (`int`, defaults to 0):
+        Truncated backpropagation through blocks: cut the gradient of the state every k blocks; 0 never cuts.
+    block_size (`int`, *optional*):
+        Tokens per block of an author's history; at most `max_position_embeddings`. Defaults to
+        1024 (HaRT's), or `max_position_embeddings` where that is smaller.
+    classification_level (`str`, defaults to `"message"`):
+        What `HuLlamaForSequenceClassification` predicts from: `"message"` (the last token of each labelled
+        message inside the author's timeline) or `"author"` (the mean author state over real blocks).
+
+    A plain Llama configuration converts without loss: `HuLlamaConfig.from_llama_config(llama_config)`.
+    """
+
+    model_type = "hullama"
+
+    insert_layer: int | None = None
+    extract_layer: int | None = None
+    state_size: int | None = None
+    state_pooling: str = "last"
+    state_mechanism: str = "query"
+    normalize_extracted_state: bool = True
+    detach_state_every: int = 0
+    block_size: int | None = None
+    classification_level: str = "message"
+
+    def __post_init__(self, **kwargs):
+        # A Llama checkpoint's config.json says model_type "llama": this object is a HuLlama config all the same.
+        kwargs.pop("model_type", None)
+        super().__post_init__(**kwargs)
+        # Resolve the depth-dependent defaults once, so the saved config states them explicitly.
+        if self.insert_layer is None:
+            self.insert_layer = min(self.num_hidden_layers - 1, round(self.num_hidden_layers / 6))
+        if self.extract_layer is None:
+            self.extract_layer = max(0, self.num_hidden_layers - 2)
+        if self.block_size is None:
+            self.block_size = min(1024, self.max_position_embeddings)
+        if self.state_size is None:
+            self.state_size = self.hidden_size
+        if getattr(self, "auto_map", None) is None:
+            self.auto_map = dict(AUTO_MAP)
+
+    def validate_hullama(self):
+        """Check the HuLlama fields; each error names the field, its value and the valid range."""
+        n = self.num_hidden_layers
+        for name in ("insert_layer", "extract_layer"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value < n:
+                raise ValueError(f"{name}={value!r} is out of range: must be an integer in [0, {n - 1}]")
+        if not isinstance(self.state_size, int) or self.state_size < 1:
+            raise ValueError(f"state_size={self.state_size!r} is invalid: must be an integer >= 1")
+        if not isinstance(self.detach_state_every, int) or self.detach_state_every < 0:
+            raise ValueError(
+                f"detach_state_every={self.detach_state_every!r} is invalid: must be an integer >= 0 (0: never)"
+            )
+        if not isinstance(self.block_size, int) or not 2 <= self.block_size <= self.max_position_embeddings:
+            raise ValueError(
+                f"block_size={self.block_size!r} is out of range: must be an integer in "
+                f"[2, max_position_embeddings={self.max_position_embeddings}]"
+            )
+        for name, allowed in (
+            ("state_pooling", STATE_POOLINGS),
+            ("state_mechanism", STATE_MECHANISMS),
+            ("classification_level", CLASSIFICATION_LEVELS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is invalid: must be one of {', '.join(map(repr, allowed))}")
+
+    @classmethod
+    def from_llama_config(cls, llama_config: LlamaConfig, **hullama_fields) -> "HuLlamaConfig":
+        """Every field of `llama_config` carried over unchanged, plus the given HuLlama fields."""
+        fields = llama_config.to_dict()
+        for key in ("model_type", "architectures", "auto_map", "transformers_version"):
+            fields.pop(key, None)
+        return cls(**fields, **hullama_fields)
+
+
+__all__ = ["HuLlamaConfig"]
