@@ -109,10 +109,11 @@ class AuthorState(nn.Module):
             config.state_size, config.num_attention_heads * config.head_dim, bias=False
         )
 
-    def initial(self, batch_size: int) -> torch.Tensor:
+    # Method names avoid those of peft's ModulesToSaveWrapper (update, forward, ...), which wraps this module.
+    def initial_states(self, batch_size: int) -> torch.Tensor:
         return self.initial_state.unsqueeze(0).expand(batch_size, -1)
 
-    def update(self, state: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
+    def advance(self, state: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
         dtype = self.state_to_state.weight.dtype
         summary = self.summary_norm(summary.to(dtype))
         return torch.tanh(self.state_to_state(state.to(dtype)) + self.summary_to_state(summary))
@@ -172,8 +173,9 @@ class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
     config_class = HuLlamaConfig
     config: HuLlamaConfig
     # The new modules are small and must not lose precision: never quantized, float32 under fp16 and bf16.
-    _keep_in_fp32_modules = ["author_state", "score"]
-    _keep_in_fp32_modules_strict = ["author_state", "score"]
+    # bitsandbytes matches these from the start of a module name or as its suffix, hence both spellings.
+    _keep_in_fp32_modules = ["author_state", "model.author_state", "score"]
+    _keep_in_fp32_modules_strict = ["author_state", "model.author_state", "score"]
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -182,12 +184,35 @@ class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
         elif isinstance(module, AuthorState):
             init.zeros_(module.initial_state)
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        keep_cpu_4bit_weights_unpacked(model)
+        # Modules missing from the checkpoint (all of them, from a Llama one) are created in the load dtype.
+        for name, module in model.named_modules():
+            if name.split(".")[-1] in ("author_state", "score"):
+                module.float()
+        return model
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
         # Reentrant checkpointing gives no gradient to keyword tensors, and the state offset is one.
-        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
-        if kwargs["use_reentrant"]:
-            raise ValueError("HuLlama needs non-reentrant gradient checkpointing (use_reentrant=False)")
-        super().gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        checkpoint_kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
+        if checkpoint_kwargs["use_reentrant"]:
+            raise ValueError("HuLlama needs non-reentrant activation checkpointing (use_reentrant=False)")
+        super().activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs, **kwargs)
+
+
+def keep_cpu_4bit_weights_unpacked(model: nn.Module) -> nn.Module:
+    """Turn off bitsandbytes' AVX512-BF16 weight repacking in every 4-bit linear layer.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit weight in place at the first eval-mode forward;
+    a later state_dict() (adapter save, checkpoint) then silently corrupts the base weights. Checked by attribute
+    so that this file needs no bitsandbytes import.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 def _pool_block(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -283,7 +308,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             token_mask = attention_mask[..., past_seen:]
 
         if author_state is None:
-            state = self.author_state.initial(batch)
+            state = self.author_state.initial_states(batch)
         elif author_state.shape != (batch, self.config.state_size):
             raise ValueError(
                 f"author_state must be [batch={batch}, state_size={self.config.state_size}]; "
@@ -314,7 +339,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
                 **kwargs,
             )
             if completes_blocks:
-                new_state = self.author_state.update(take(state), summary).to(state.dtype)
+                new_state = self.author_state.advance(take(state), summary).to(state.dtype)
                 state = new_state if subset is None else state.index_copy(0, subset, new_state)
                 every = self.config.detach_state_every
                 if every and (k + 1) % every == 0:
@@ -548,6 +573,7 @@ HuLlamaForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 HuLlamaForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 __all__ = [
+    "keep_cpu_4bit_weights_unpacked",
     "HuLlamaPreTrainedModel",
     "HuLlamaModel",
     "HuLlamaForCausalLM",

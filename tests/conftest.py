@@ -34,3 +34,55 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real corpora not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def tiny_llama_config(**overrides):
+    """A random Llama small enough for CPU tests: 4 layers, hidden 64, grouped-query attention."""
+    from transformers import LlamaConfig
+
+    fields = dict(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    fields.update(overrides)
+    return LlamaConfig(**fields)
+
+
+def tiny_hullama_config(**overrides):
+    from configuration_hullama import HuLlamaConfig
+
+    hullama_fields = {k: overrides.pop(k) for k in list(overrides) if k in HuLlamaConfig.__dataclass_fields__
+                      and k not in tiny_llama_config().__dataclass_fields__}
+    return HuLlamaConfig.from_llama_config(tiny_llama_config(**overrides), **hullama_fields)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A saved random LlamaForCausalLM checkpoint (float32)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(tiny_llama_config()).save_pretrained(path)
+    return path
+
+
+def perturb_state_modules(model, std: float = 0.3, seed: int = 0):
+    """Give the zero-initialised state path non-zero weights, as training would, so the state matters."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "author_state" in name:
+                param.add_(torch.randn(param.shape, generator=generator) * std)
+    return model

@@ -1,0 +1,133 @@
+"""Loading from a saved folder with trust_remote_code, as a Hub user would: fresh process, offline,
+empty modules cache, another working directory, and this project not importable."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import torch
+from conftest import perturb_state_modules, tiny_hullama_config
+from transformers import LlamaForCausalLM
+
+import modeling_hullama
+from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification
+
+CHILD = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+    class RefuseProject(importlib.abc.MetaPathFinder):
+        # The project's own modules must come from the saved folder, not from the checkout or an install.
+        def find_spec(self, name, path=None, target=None):
+            if name in ("configuration_hullama", "modeling_hullama"):
+                raise ImportError(f"{name} must not be importable here")
+    sys.meta_path.insert(0, RefuseProject())
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM,
+                              AutoModelForSequenceClassification)
+
+    cases = json.loads(sys.argv[1])
+    report = {}
+    for case in cases:
+        auto = {"AutoModel": AutoModel, "AutoModelForCausalLM": AutoModelForCausalLM,
+                "AutoModelForSequenceClassification": AutoModelForSequenceClassification}[case["auto"]]
+        try:
+            auto.from_pretrained(case["path"])
+            refused = False
+        except ValueError as error:
+            refused = "trust_remote_code" in str(error)
+        config = AutoConfig.from_pretrained(case["path"], trust_remote_code=True)
+        model = auto.from_pretrained(case["path"], trust_remote_code=True).eval()
+        saved = load_file(case["path"] + "/model.safetensors")
+        prefix = case.get("strip_prefix", "")
+        params = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in saved.items()}
+        own = model.state_dict()
+        mismatched = [k for k, v in params.items() if k in own and not torch.equal(own[k], v)]
+        missing = [k for k in own if k not in params and "rotary" not in k]
+        with torch.no_grad():
+            out = model(torch.load(case["inputs"]))
+        result = out.logits if hasattr(out, "logits") else out.last_hidden_state
+        reference = torch.load(case["reference"])
+        report[case["name"]] = {
+            "refused_without_flag": refused,
+            "config_class": type(config).__name__,
+            "class": type(model).__name__,
+            "module": type(model).__module__,
+            "mismatched": mismatched,
+            "missing": missing,
+            "max_diff": (result - reference).abs().max().item(),
+            "exact": torch.equal(result, reference),
+        }
+    with open(sys.argv[2], "w") as handle:
+        json.dump(report, handle)
+    """
+)
+
+
+def _save_case(root, name, model, inputs, auto, **extra):
+    path = root / name
+    model.save_pretrained(path)
+    torch.save(inputs, root / f"{name}-inputs.pt")
+    with torch.no_grad():
+        out = model(inputs)
+    torch.save(out.logits if hasattr(out, "logits") else out.last_hidden_state, root / f"{name}-reference.pt")
+    return {"name": name, "path": str(path), "auto": auto, "inputs": str(root / f"{name}-inputs.pt"),
+            "reference": str(root / f"{name}-reference.pt"), **extra}
+
+
+def test_all_auto_classes_load_with_trust_remote_code(tmp_path, tiny_llama_dir):
+    torch.manual_seed(0)
+    ids = torch.randint(2, 512, (2, 3, 12))
+    lm = perturb_state_modules(HuLlamaForCausalLM(tiny_hullama_config())).eval()
+    classifier = perturb_state_modules(HuLlamaForSequenceClassification(tiny_hullama_config(num_labels=3))).eval()
+    cases = [
+        _save_case(tmp_path, "lm", lm, ids, "AutoModelForCausalLM"),
+        _save_case(tmp_path, "base", lm.model, ids, "AutoModel"),
+        _save_case(tmp_path, "classifier", classifier, ids, "AutoModelForSequenceClassification"),
+    ]
+    # A plain Llama checkpoint next to the HuLlama code: the new modules are initialised by the remote code,
+    # and must start at exactly zero contribution (parity with Llama) there too.
+    llama_case = tmp_path / "llama-weights"
+    shutil.copytree(tiny_llama_dir, llama_case)
+    tiny_hullama_config().save_pretrained(llama_case)  # writes config.json and configuration_hullama.py
+    shutil.copy(modeling_hullama.__file__, llama_case)
+    llama = LlamaForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    torch.save(ids, tmp_path / "llama-inputs.pt")
+    with torch.no_grad():
+        torch.save(llama(ids.view(6, 12)).logits.view(2, 3, 12, -1), tmp_path / "llama-reference.pt")
+    cases.append({"name": "llama-weights", "path": str(llama_case), "auto": "AutoModelForCausalLM",
+                  "inputs": str(tmp_path / "llama-inputs.pt"), "reference": str(tmp_path / "llama-reference.pt"),
+                  "expect_new_modules": True})
+
+    for case in cases[:3]:
+        config = json.loads((tmp_path / case["name"] / "config.json").read_text())
+        assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM",
+                                           "AutoModelForSequenceClassification"}
+        assert (tmp_path / case["name"] / "modeling_hullama.py").is_file()
+        assert (tmp_path / case["name"] / "configuration_hullama.py").is_file()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PYTHON"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"), TRANSFORMERS_VERBOSITY="error")
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases), str(tmp_path / "report.json")], cwd=elsewhere, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (tmp_path / "hf-home" / "modules" / "transformers_modules").is_dir()  # the code came from the folder
+    for case in cases:
+        result = report[case["name"]]
+        assert result["refused_without_flag"], case["name"]
+        assert result["config_class"] == "HuLlamaConfig"
+        assert result["module"].startswith("transformers_modules."), result
+        assert result["mismatched"] == [], result
+        if not case.get("expect_new_modules"):
+            assert result["missing"] == [], result
+            assert result["exact"], result
+        else:
+            assert all("author_state" in k for k in result["missing"]), result
+            assert result["max_diff"] < 1e-5, result
