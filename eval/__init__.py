@@ -1,0 +1,1 @@
+"""Evaluation for HuLlama: metrics kept in the repository as `evaluate` modules, loaded by path."""
