@@ -1,0 +1,47 @@
+"""What the training scripts share at the command line: parsing, one-line errors, resuming."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from train.args import ArgumentError, explicitly_set, parse_args
+from train.corpus import CorpusError
+from train.hub import HubPushError
+
+# Errors a user can fix from the command line: printed as one line, exit status 2, no traceback.
+USER_ERRORS = (ArgumentError, CorpusError, HubPushError, FileNotFoundError)
+SCRATCH_LEARNING_RATE = 2e-3
+
+
+def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable, argv: list[str] | None = None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parsed = parse_args(argument_classes, argv, defaults=defaults)
+    except ValueError as error:  # ArgumentError and TrainingArguments' own checks
+        _fail(script, error)
+    model_args, training_args = parsed[0], parsed[-1]
+    # A model trained from scratch learns at a higher rate than LoRA on a pretrained base.
+    if model_args.from_scratch and not explicitly_set("learning_rate", argv):
+        training_args.learning_rate = SCRATCH_LEARNING_RATE
+    try:
+        return run(*parsed)
+    except USER_ERRORS as error:
+        _fail(script, error)
+
+
+def _fail(script: str, error: Exception):
+    print(f"{script}: error: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def resume_point(resume, run_dir: Path):
+    """--resume_from_checkpoint true resumes a run from its own last checkpoint (if it has one)."""
+    if resume in (None, False, "False", "false", ""):
+        return None
+    if str(resume).lower() == "true":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    return resume

@@ -1,0 +1,39 @@
+"""From data arguments to train / held-out corpora, shared by the training scripts."""
+
+from __future__ import annotations
+
+from train.args import DataArguments
+from train.corpus import ColumnNames, Corpus, load_corpus, split_by_author
+from train.synthetic import synthetic_corpus
+
+
+def column_names(data_args: DataArguments, with_label: bool) -> ColumnNames:
+    return ColumnNames(
+        user_id=data_args.user_column,
+        message=data_args.message_column,
+        timestamp=data_args.timestamp_column or None,
+        label=data_args.label_column if with_label else None,
+    )
+
+
+def load_corpora(data_args: DataArguments, *, task: str, seed: int, **corpus_kwargs) -> tuple[Corpus, Corpus]:
+    """(train, held-out) corpora, split by author; the embedded synthetic corpus when no file is given."""
+    with_label = task != "lm"
+    columns = column_names(data_args, with_label)
+    if data_args.train_file is None:
+        frame = synthetic_corpus(data_args.synthetic_authors, data_args.synthetic_messages, seed=seed)
+        source, columns = frame, ColumnNames(label="label" if with_label else None)
+    else:
+        source = data_args.train_file
+    corpus = load_corpus(source, columns=columns, task=task, **corpus_kwargs)
+    if data_args.validation_file:
+        held_out = load_corpus(data_args.validation_file, columns=columns, task=task, split="validation",
+                               labels=list(corpus.label2id) if corpus.label2id else None, **corpus_kwargs)
+        train = corpus
+    else:
+        fraction = data_args.validation_fraction
+        splits = split_by_author(corpus, {"train": 1 - fraction, "validation": fraction}, seed=seed)
+        train, held_out = splits["train"], splits["validation"]
+    if data_args.max_eval_authors and len(held_out.authors) > data_args.max_eval_authors:
+        held_out = held_out.subset(held_out.authors[: data_args.max_eval_authors], "validation")
+    return train, held_out

@@ -1,0 +1,168 @@
+"""HuFT: human-aware fine-tuning of a classifier or regressor, with or without the author's context.
+
+`--author_context none` is standard fine-tuning (each message alone: the paper's baseline); `in_context` gives the
+message its author's earlier messages as plain text in the window; `recurrent` reads the author's whole timeline
+as HuLlama blocks with the author state. All three predict exactly the same labelled messages (or authors).
+Evaluation reports weighted F1 (classes) or Pearson r (regression) every epoch; training stops early when it
+stops improving, and the best checkpoint is the one kept.
+
+    python train/huft.py                                              # synthetic stance task, from scratch
+    accelerate launch train/huft.py --base_model meta-llama/Meta-Llama-3-8B \\
+        --adapter me/Llama-3-8B-HuLM --train_file ../shared/data/hart/abo_train.jsonl \\
+        --validation_file ../shared/data/hart/abo_dev.jsonl --task message --author_context recurrent \\
+        --block_size 1024 --bf16 --output_dir outputs/abo-recurrent
+    python train/huft.py --train_file authors.csv --task author --regression --label_column age
+    python train/huft.py --help
+
+Outputs (under --output_dir): the best model or adapter with its head, `metrics.json`, `run_args.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from a checkout: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from transformers import EarlyStoppingCallback, TrainingArguments, set_seed  # noqa: E402
+
+from train.args import ArgumentError, DataArguments, HubArguments, ModelArguments, save_run_args  # noqa: E402
+from train.blocks import VARIANTS, BlockConfig, build_blocks  # noqa: E402
+from train.cli import resume_point, run_cli  # noqa: E402
+from train.corpus import SEMEVAL_SENTIMENT_ALIASES  # noqa: E402
+from train.data_setup import load_corpora  # noqa: E402
+from train.hub import push_training_output  # noqa: E402
+from train.output import save_output  # noqa: E402
+from train.qlora import adapter_base, hullama_config, load_model, load_tokenizer, training_report  # noqa: E402
+from train.trainer import HuLMTrainer, classification_metrics  # noqa: E402
+
+SCRIPT = "huft.py"
+LABEL_ALIASES = {"none": None, "semeval_sentiment": SEMEVAL_SENTIMENT_ALIASES}
+DEFAULTS = dict(
+    output_dir="outputs/huft",
+    num_train_epochs=10,
+    per_device_train_batch_size=8,
+    per_device_eval_batch_size=8,
+    learning_rate=2e-4,
+    warmup_steps=0.05,
+    weight_decay=0.01,
+    logging_steps=10,
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    save_total_limit=2,
+    load_best_model_at_end=True,
+    report_to="none",
+    remove_unused_columns=False,
+    seed=42,
+    dataloader_pin_memory=torch.cuda.is_available(),
+)
+
+
+@dataclass
+class HuFTArguments:
+    task: str = field(default="message", metadata={"help": "message (labels on messages inside the timeline) or "
+                                                           "author (one label per author)."})
+    author_context: str = field(default="recurrent", metadata={"help": "none | in_context | recurrent."})
+    regression: bool = field(default=False, metadata={"help": "Labels are real numbers (Pearson r), not classes."})
+    label_aliases: str = field(default="none", metadata={"help": "Canonical class names: none | semeval_sentiment "
+                                                                 "(objective, objective-OR-neutral -> neutral)."})
+    early_stopping_patience: int = field(default=3, metadata={"help": "Evaluations without improvement before "
+                                                                      "training stops (0: never stop early)."})
+
+    def __post_init__(self):
+        if self.task not in ("message", "author"):
+            raise ArgumentError(f"--task {self.task!r}: choose message or author")
+        if self.author_context not in VARIANTS:
+            raise ArgumentError(f"--author_context {self.author_context!r}: choose from {', '.join(VARIANTS)}")
+        if self.label_aliases not in LABEL_ALIASES:
+            raise ArgumentError(f"--label_aliases {self.label_aliases!r}: choose from {', '.join(LABEL_ALIASES)}")
+        if self.early_stopping_patience < 0:
+            raise ArgumentError("--early_stopping_patience must be >= 0")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_cli(SCRIPT, (ModelArguments, DataArguments, HuFTArguments, HubArguments, TrainingArguments), DEFAULTS,
+                   run, argv)
+
+
+def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
+    set_seed(training_args.seed)
+    push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
+    if push and not hub_model_id:
+        raise ArgumentError("--push_to_hub needs --hub_model_id NAME")
+    training_args.push_to_hub = False
+    if model_args.adapter and not model_args.base_model:
+        model_args.base_model = adapter_base(model_args.adapter)
+    if not data_args.label_column:
+        raise ArgumentError("fine-tuning needs --label_column")
+    metric = "pearson_r" if huft_args.regression else "weighted_f1"
+    training_args.metric_for_best_model = metric
+    training_args.greater_is_better = True
+    output_dir = Path(training_args.output_dir)
+    main_process = training_args.process_index == 0
+
+    with training_args.main_process_first(desc="corpus"):
+        train_corpus, held_out = load_corpora(
+            data_args, task=huft_args.task, seed=training_args.seed, regression=huft_args.regression,
+            label_aliases=LABEL_ALIASES[huft_args.label_aliases],
+        )
+    tokenizer = load_tokenizer(model_args, train_corpus.frame["message"].tolist())
+    block_size = data_args.block_size or (128 if model_args.from_scratch else None)
+    id2label = train_corpus.id2label
+    task_fields = dict(
+        num_labels=1 if huft_args.regression else len(id2label),
+        classification_level="author" if huft_args.task == "author" and huft_args.author_context == "recurrent"
+        else "message",
+        problem_type="regression" if huft_args.regression else "single_label_classification",
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    if id2label and not huft_args.regression:
+        task_fields.update(id2label=id2label, label2id=train_corpus.label2id)
+    config = hullama_config(model_args, block_size=block_size or 1024, vocab_size=len(tokenizer), **task_fields)
+    if block_size is None:
+        block_size = config.block_size = min(1024, config.max_position_embeddings)
+    if main_process:
+        save_run_args(output_dir, model_args, data_args, huft_args, hub_args, training_args)
+
+    with training_args.main_process_first(desc="blocks"):
+        layout = BlockConfig(block_size=block_size, variant=huft_args.author_context, max_blocks=data_args.max_blocks)
+        train_data = build_blocks(train_corpus, tokenizer, layout, num_proc=data_args.preprocessing_num_workers)
+        eval_data = build_blocks(held_out, tokenizer, BlockConfig(
+            block_size=block_size, variant=huft_args.author_context, max_blocks=data_args.eval_max_blocks))
+    if len(eval_data.dataset) == 0:
+        raise ArgumentError(f"the held-out split has no labelled example ({held_out.source})")
+    if main_process:
+        print(train_data.report)
+    model = load_model(model_args, config, classifier=True, gradient_checkpointing=training_args.gradient_checkpointing)
+    if main_process:
+        print(training_report(model))
+    callbacks = [EarlyStoppingCallback(huft_args.early_stopping_patience)] if huft_args.early_stopping_patience else []
+    trainer = HuLMTrainer(
+        model=model, args=training_args, train_dataset=train_data.dataset, eval_dataset=eval_data.dataset,
+        data_collator=train_data.collator(), processing_class=tokenizer, state_lr_scale=model_args.state_lr_scale,
+        compute_metrics=classification_metrics(id2label, huft_args.regression), callbacks=callbacks,
+        report_perplexity=False,
+    )
+    trainer.train(resume_from_checkpoint=resume_point(training_args.resume_from_checkpoint, output_dir))
+    metrics = trainer.evaluate()
+    results = {"author_context": huft_args.author_context, "task": huft_args.task, "metric": metric,
+               "value": metrics[f"eval_{metric}"], "eval": metrics,
+               "held_out_labels": eval_data.report.labels_kept, "best_checkpoint": trainer.state.best_model_checkpoint}
+    if main_process:
+        save_output(output_dir / "model", trainer.model, tokenizer, base_model=model_args.base_model)
+        (output_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
+        print(f"held-out {metric} ({huft_args.author_context}): {results['value']:.4f} "
+              f"on {results['held_out_labels']} held-out labels")
+        if push:
+            for repo, url in push_training_output(output_dir / "model", hub_model_id, private=hub_args.hub_private,
+                                                  base_repo_id=hub_args.hub_base_model_id).items():
+                print(f"pushed {repo}: {url}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

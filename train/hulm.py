@@ -1,0 +1,179 @@
+"""HuLM continued pre-training: the author state learned over authors' time-ordered histories.
+
+The main job, with no arguments: a small HuLlama built from scratch, trained on the embedded synthetic corpus in
+the `recurrent` variant and, for comparison, in the `none` variant (each message alone: the ecological-fallacy
+baseline) the same way; it prints held-out perplexity of both on exactly the same predicted tokens.
+
+    accelerate launch train/hulm.py                                   # the main job, a few minutes on a CPU
+    accelerate launch train/hulm.py config.yaml                       # every argument from a YAML file
+    accelerate launch train/hulm.py --base_model meta-llama/Meta-Llama-3-8B \\
+        --train_file authors.jsonl --block_size 1024 --max_blocks 8 --variants recurrent \\
+        --quantization nf4 --bf16 --gradient_checkpointing --output_dir outputs/llama3-hulm \\
+        --push_to_hub --hub_model_id me/Llama-3-8B-HuLM
+    accelerate launch --config_file train/accelerate/ddp.yaml train/hulm.py --base_model ...   # multi-GPU
+    python train/hulm.py --help                                       # every option, with help text
+
+Outputs (under --output_dir): one folder per variant (a full model from scratch, an adapter on a base),
+`hullama-base/` for an adapter's base, `results.json` (held-out perplexity), `run_args.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from a checkout: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from transformers import TrainingArguments, set_seed  # noqa: E402
+
+from train.args import ArgumentError, DataArguments, HubArguments, ModelArguments, save_run_args  # noqa: E402
+from train.blocks import VARIANTS, BlockConfig, build_blocks  # noqa: E402
+from train.cli import resume_point, run_cli  # noqa: E402
+from train.data_setup import load_corpora  # noqa: E402
+from train.hub import push_training_output  # noqa: E402
+from train.output import save_output  # noqa: E402
+from train.qlora import hullama_config, load_model, load_tokenizer, training_report  # noqa: E402
+from train.trainer import HuLMTrainer  # noqa: E402
+
+SCRIPT = "hulm.py"
+DEFAULTS = dict(
+    output_dir="outputs/hulm",
+    num_train_epochs=4,
+    per_device_train_batch_size=8,
+    per_device_eval_batch_size=8,
+    learning_rate=2e-4,
+    warmup_steps=0.05,
+    lr_scheduler_type="cosine",
+    weight_decay=0.01,
+    logging_steps=10,
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    save_total_limit=2,
+    report_to="none",
+    remove_unused_columns=False,
+    prediction_loss_only=True,
+    seed=42,
+    dataloader_pin_memory=torch.cuda.is_available(),
+)
+
+
+@dataclass
+class HuLMArguments:
+    variants: str = field(
+        default="recurrent,none",
+        metadata={"help": "Comma-separated variants to train, each the same way: recurrent (HuLlama blocks + "
+                          "state), in_context (blocks alone), none (each message alone)."},
+    )
+
+    def __post_init__(self):
+        self.variant_list = [v.strip() for v in self.variants.split(",") if v.strip()]
+        unknown = [v for v in self.variant_list if v not in VARIANTS]
+        if unknown or not self.variant_list:
+            raise ArgumentError(f"--variants {self.variants!r}: choose from {', '.join(VARIANTS)}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_cli(SCRIPT, (ModelArguments, DataArguments, HuLMArguments, HubArguments, TrainingArguments), DEFAULTS,
+                   run, argv)
+
+
+def _rows_per_author(data_args: DataArguments) -> int:
+    # none / in_context batches hold rows (messages or blocks), not authors: as many as an author batch holds blocks.
+    return data_args.max_blocks or 8
+
+
+def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
+    set_seed(training_args.seed)
+    push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
+    if push and not hub_model_id:
+        raise ArgumentError("--push_to_hub needs --hub_model_id NAME")
+    training_args.push_to_hub = False  # pushed once at the end: adapter, base, code and card together
+    output_dir = Path(training_args.output_dir)
+    main_process = training_args.process_index == 0
+
+    with training_args.main_process_first(desc="corpus"):
+        train_corpus, held_out = load_corpora(data_args, task="lm", seed=training_args.seed)
+    tokenizer = load_tokenizer(model_args, train_corpus.frame["message"].tolist())
+    block_size = data_args.block_size or (128 if model_args.from_scratch else None)
+    config = hullama_config(
+        model_args, block_size=block_size or 1024, vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    if block_size is None:
+        block_size = config.block_size = min(1024, config.max_position_embeddings)
+    if main_process:
+        save_run_args(output_dir, model_args, data_args, hulm_args, hub_args, training_args)
+
+    scores = []
+    for variant in hulm_args.variant_list:
+        with training_args.main_process_first(desc=f"blocks ({variant})"):
+            blocks = BlockConfig(block_size=block_size, variant=variant, task="lm", max_blocks=data_args.max_blocks)
+            train_data = build_blocks(train_corpus, tokenizer, blocks, num_proc=data_args.preprocessing_num_workers)
+            eval_data = build_blocks(held_out, tokenizer, BlockConfig(
+                block_size=block_size, variant=variant, task="lm", max_blocks=data_args.eval_max_blocks))
+        if main_process:
+            print(f"\n== {variant} ==\n{train_data.report}")
+        args = copy.deepcopy(training_args)
+        args.output_dir = str(output_dir / variant)
+        if variant != "recurrent":
+            args.per_device_train_batch_size *= _rows_per_author(data_args)
+            args.per_device_eval_batch_size *= _rows_per_author(data_args)
+        model = load_model(model_args, config, gradient_checkpointing=training_args.gradient_checkpointing)
+        if main_process:
+            print(training_report(model))
+        trainer = HuLMTrainer(
+            model=model, args=args, train_dataset=train_data.dataset, eval_dataset=eval_data.dataset,
+            data_collator=train_data.collator(), processing_class=tokenizer, state_lr_scale=model_args.state_lr_scale,
+        )
+        trainer.train(resume_from_checkpoint=resume_point(training_args.resume_from_checkpoint, Path(args.output_dir)))
+        if main_process:
+            save_output(args.output_dir, trainer.model, tokenizer, base_model=model_args.base_model)
+            scores.append(held_out_scores(trainer.model, held_out, tokenizer, block_size, variant, data_args, args))
+        trainer.accelerator.wait_for_everyone()
+        del trainer, model
+        gc.collect()
+
+    results = {}
+    if main_process:
+        from eval.perplexity import format_results
+
+        results = {"block_size": block_size, "corpus": held_out.source, **compare_variants(scores)}
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        print("\nheld-out perplexity (every variant scored on the same predicted tokens):")
+        print(format_results(results))
+        if push:
+            urls = push_training_output(output_dir / hulm_args.variant_list[0], hub_model_id,
+                                        private=hub_args.hub_private, base_repo_id=hub_args.hub_base_model_id)
+            print("\n".join(f"pushed {repo}: {url}" for repo, url in urls.items()))
+    return results
+
+
+def held_out_scores(model, corpus, tokenizer, block_size, variant, data_args, args):
+    """Per-token held-out NLL of one trained variant (plus the zeroed-state ablation for recurrent)."""
+    from eval.perplexity import score_variants
+
+    return score_variants(model, tokenizer, corpus, block_size=block_size, max_blocks=data_args.eval_max_blocks,
+                          variants=[variant], batch_size=args.per_device_eval_batch_size, device=args.device)
+
+
+def compare_variants(scores: list) -> dict:
+    """One report over the variants' models: perplexities and paired bootstraps, on the same checked tokens."""
+    from dataclasses import replace
+
+    from eval.perplexity import check_same_tokens, summarize
+
+    check_same_tokens({name: (s.author, s.position, s.token) for s in scores for name in s.nll})
+    merged = replace(scores[0], nll={k: v for s in scores for k, v in s.nll.items()},
+                     seconds={k: v for s in scores for k, v in s.seconds.items()},
+                     skipped={k: v for s in scores for k, v in s.skipped.items()})
+    return summarize(merged)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""HuLM Trainer: HF Trainer with narrow overrides only.
+
+- create_optimizer: the HuLlama modules (and head) get their own learning rate (`state_lr_scale` x LoRA's).
+- compute_loss: also collects the state diagnostics the model reports (mean |U|, injection norm), so that a
+  saturated or unused state shows in the training log at once.
+- log: adds perplexity next to every (eval) loss of a language model, and the averaged diagnostics.
+- prediction_step: message-level predictions inside a timeline come back as one row per labelled message, so
+  that evaluation gathers them across batches of different shapes and compute_metrics sees (logits, labels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import torch
+from transformers import Trainer
+
+from train.qlora import FULLY_TRAINED_MODULES
+
+DIAGNOSTICS = ("state_abs_mean", "injection_norm")
+STATE_OUTPUTS = ("author_states", "final_author_state", "block_mask", "past_key_values", "hidden_states", *DIAGNOSTICS)
+
+
+class HuLMTrainer(Trainer):
+    def __init__(self, *args, state_lr_scale: float = 1.0, report_perplexity: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state_lr_scale = state_lr_scale
+        self.report_perplexity = report_perplexity
+        self._diagnostics: dict[str, list[float]] = defaultdict(list)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        model = model if model is not None else self.model
+        decay = set(self.get_decay_parameter_names(model))
+        groups: dict[tuple[bool, bool], list] = defaultdict(list)
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                is_state = any(part in name.split(".") for part in FULLY_TRAINED_MODULES)
+                groups[(is_state, name in decay)].append(param)
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+        base_lr = optimizer_kwargs.pop("lr", self.args.learning_rate)
+        self.optimizer = optimizer_cls(
+            [
+                {"params": params, "weight_decay": self.args.weight_decay if decayed else 0.0,
+                 "lr": base_lr * (self.state_lr_scale if is_state else 1.0)}
+                for (is_state, decayed), params in groups.items()
+            ],
+            lr=base_lr,
+            **optimizer_kwargs,
+        )
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            for name in DIAGNOSTICS:
+                value = outputs.get(name) if hasattr(outputs, "get") else None
+                if value is not None:
+                    self._diagnostics[name].append(float(value))
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        for key in [k for k in logs if self.report_perplexity and (k == "loss" or k.endswith("_loss"))]:
+            logs[key.replace("loss", "perplexity")] = math.exp(min(float(logs[key]), 50.0))
+        if "loss" in logs:
+            for name, values in self._diagnostics.items():
+                if values:
+                    logs[name] = float(np.mean(values))
+            self._diagnostics.clear()
+        super().log(logs, start_time)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # Only the logits are predictions; the state outputs differ in shape from batch to batch.
+        ignore_keys = list(ignore_keys or []) + list(STATE_OUTPUTS)
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if logits is None or labels is None or logits.dim() != 4 or labels.dim() != 3:
+            return loss, logits, labels
+        # A timeline's per-token logits [B, K, T, C]: keep the rows of the labelled messages.
+        labelled = labels != -100
+        return loss, logits[labelled], labels[labelled]
+
+
+def classification_metrics(id2label: dict | None, regression: bool):
+    """compute_metrics for HuFT: weighted F1 for classes, Pearson r for regression (local evaluate modules)."""
+    from eval.metrics import load_metric
+
+    metric = load_metric("pearson_r" if regression else "weighted_f1")
+
+    def compute(eval_prediction) -> dict[str, float]:
+        logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        keep = labels != -100
+        if regression:
+            return metric.compute(predictions=logits.reshape(len(labels), -1)[keep, 0], references=labels[keep])
+        return metric.compute(predictions=logits.argmax(-1)[keep], references=labels[keep])
+
+    return compute
