@@ -65,6 +65,7 @@ LFS_THRESHOLD = 10 * 1024 * 1024  # the Hub refuses inline files above 10 MiB
 ROUTES = frozenset(
     {
         "whoami",
+        "validate_yaml",
         "create_repo",
         "delete_repo",
         "repo_info",
@@ -416,6 +417,8 @@ class _Handler(BaseHTTPRequestHandler):
             segs = segs[:-1]
         if segs[:2] == ["api", "whoami-v2"] and method == "GET":
             return "whoami", self._whoami, ()
+        if segs[:2] == ["api", "validate-yaml"] and method == "POST":
+            return "validate_yaml", self._validate_yaml, ()
         if segs[:3] == ["api", "repos", "create"] and method == "POST":
             return "create_repo", self._create_repo, ()
         if segs[:3] == ["api", "repos", "delete"] and method == "DELETE":
@@ -579,6 +582,23 @@ class _Handler(BaseHTTPRequestHandler):
         return f"{self.hub.endpoint}/{_URL_PREFIX[repo.repo_type]}{repo.repo_id}"
 
     # -- account and repos ---------------------------------------------------------------------
+
+    def _validate_yaml(self, body: bytes) -> None:
+        """The README front matter check a commit of README.md triggers: its YAML must parse to a mapping."""
+        import yaml
+
+        content = json.loads(body or b"{}").get("content", "")
+        # The client sends the whole README.md; the metadata is its front matter, between two '---' lines.
+        match = re.match(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", content, re.DOTALL)
+        try:
+            metadata = yaml.safe_load(match.group(1)) if match else {}
+        except yaml.YAMLError as error:
+            self._send(400, {"errors": [{"message": f"invalid YAML: {error}"}], "warnings": []})
+            return
+        if metadata is not None and not isinstance(metadata, dict):
+            self._send(400, {"errors": [{"message": "metadata must be a YAML mapping"}], "warnings": []})
+            return
+        self._send(200, {"errors": [], "warnings": []})
 
     def _whoami(self, body: bytes) -> None:
         self._require_auth()

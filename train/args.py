@@ -156,10 +156,11 @@ def parse_args(argument_classes: tuple, argv: list[str] | None = None, defaults:
     parser = HfArgumentParser(argument_classes)
     if defaults:
         parser.set_defaults(**defaults)
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(argv[0])
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
+        import yaml  # a superset of JSON
+
+        values = yaml.safe_load(Path(argv[0]).read_text()) or {}
+        return parser.parse_dict({**(defaults or {}), **values})
     return parser.parse_args_into_dataclasses(args=argv)
 
 

@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from train.args import ArgumentError, explicitly_set, parse_args
 from train.corpus import CorpusError
 from train.hub import HubPushError
@@ -22,6 +24,8 @@ def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable,
     except ValueError as error:  # ArgumentError and TrainingArguments' own checks
         _fail(script, error)
     model_args, training_args = parsed[0], parsed[-1]
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator
     # A model trained from scratch learns at a higher rate than LoRA on a pretrained base.
     if model_args.from_scratch and not explicitly_set("learning_rate", argv):
         training_args.learning_rate = SCRATCH_LEARNING_RATE

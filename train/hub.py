@@ -26,14 +26,14 @@ def _files(folder: Path) -> list[Path]:
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = True, replace: dict[str, bytes] | None = None,
-                commit_message: str = "Upload HuLlama training output", token: str | None = None) -> str:
+                commit_message: str = "Upload HuLlama training output", endpoint: str | None = None) -> str:
     """Create `repo_id` (if needed) and upload `folder` in one commit; `replace` swaps a file's content in transit.
 
     Returns the commit URL.
     """
     folder = Path(folder)
     replace = replace or {}
-    api = HfApi(token=token)
+    api = HfApi(endpoint=endpoint)  # endpoint None: HF_ENDPOINT or the public Hub
     operations = [
         CommitOperationAdd(
             path_in_repo=path.relative_to(folder).as_posix(),
@@ -54,7 +54,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = True, repla
 
 
 def push_training_output(folder: str | Path, repo_id: str, *, private: bool = True,
-                         base_repo_id: str | None = None) -> dict[str, str]:
+                         base_repo_id: str | None = None, endpoint: str | None = None) -> dict[str, str]:
     """Push an output folder; for an adapter, also its HuLlama base, and point the pushed adapter at it."""
     folder = Path(folder)
     urls: dict[str, str] = {}
@@ -65,9 +65,9 @@ def push_training_output(folder: str | Path, repo_id: str, *, private: bool = Tr
         local_base = Path(settings["base_model_name_or_path"])
         if local_base.is_dir():  # a local HuLlama base: it goes to the Hub too, and the adapter names it there
             base_repo_id = base_repo_id or f"{repo_id}-base"
-            urls[base_repo_id] = push_folder(local_base, base_repo_id, private=private,
+            urls[base_repo_id] = push_folder(local_base, base_repo_id, private=private, endpoint=endpoint,
                                              commit_message="Upload HuLlama base (base weights + HuLlama code)")
             settings["base_model_name_or_path"] = base_repo_id
             replace["adapter_config.json"] = json.dumps(settings, indent=2).encode()
-    urls[repo_id] = push_folder(folder, repo_id, private=private, replace=replace)
+    urls[repo_id] = push_folder(folder, repo_id, private=private, replace=replace, endpoint=endpoint)
     return urls

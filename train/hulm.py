@@ -29,7 +29,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a checkout: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
 from transformers import TrainingArguments, set_seed  # noqa: E402
 
 from train.args import ArgumentError, DataArguments, HubArguments, ModelArguments, save_run_args  # noqa: E402
@@ -59,7 +58,6 @@ DEFAULTS = dict(
     remove_unused_columns=False,
     prediction_loss_only=True,
     seed=42,
-    dataloader_pin_memory=torch.cuda.is_available(),
 )
 
 

@@ -1,0 +1,66 @@
+"""The training scripts' command lines: bad arguments give one clear line (exit status 2), not a traceback."""
+
+import pytest
+from transformers import GPT2Config
+
+from train import huft, hulm
+
+TINY = ["--synthetic_authors", "12", "--synthetic_messages", "6", "--num_train_epochs", "1", "--scratch_vocab_size",
+        "300", "--scratch_hidden_size", "64", "--scratch_layers", "2", "--block_size", "32", "--max_blocks", "2"]
+
+
+def _one_line_error(capsys, main, argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_unknown_quantization(capsys):
+    line = _one_line_error(capsys, hulm.main, ["--base_model", "x", "--quantization", "fp3"])
+    assert line == "hulm.py: error: --quantization 'fp3' is unknown: choose one of nf4, int8, none"
+
+
+def test_lora_rank_zero(capsys):
+    assert "--lora_r 0 is invalid" in _one_line_error(capsys, hulm.main, ["--lora_r", "0"])
+
+
+def test_base_that_is_not_llama(capsys, tmp_path):
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path)
+    line = _one_line_error(capsys, hulm.main, ["--base_model", str(tmp_path), "--output_dir", str(tmp_path / "o")])
+    assert "is a 'gpt2' model: HuLlama needs a Llama-architecture base" in line
+
+
+def test_unknown_variant_and_missing_file(capsys, tmp_path):
+    assert "--variants 'flat'" in _one_line_error(capsys, hulm.main, ["--variants", "flat"])
+    assert "no such file" in _one_line_error(capsys, hulm.main, ["--train_file", str(tmp_path / "nope.jsonl")])
+
+
+def test_huft_corpus_without_label_column(capsys, tmp_path):
+    corpus = tmp_path / "authors.jsonl"
+    corpus.write_text("".join(f'{{"user_id": {i % 3}, "message": "hello number {i}"}}\n' for i in range(12)))
+    line = _one_line_error(capsys, huft.main, ["--train_file", str(corpus), "--output_dir", str(tmp_path / "o"), *TINY])
+    assert line.startswith("huft.py: error:") and "label" in line
+
+
+def test_push_without_repo_name(capsys, tmp_path):
+    line = _one_line_error(capsys, hulm.main, [*TINY, "--output_dir", str(tmp_path), "--push_to_hub"])
+    assert line == "hulm.py: error: --push_to_hub needs --hub_model_id NAME"
+
+
+def test_yaml_arguments_and_saved_run_args(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("\n".join([
+        "synthetic_authors: 12", "synthetic_messages: 6", "num_train_epochs: 1", "scratch_vocab_size: 300",
+        "scratch_hidden_size: 64", "scratch_layers: 2", "block_size: 32", "max_blocks: 2", "variants: recurrent",
+        f"output_dir: {tmp_path / 'out'}", "learning_rate: 0.001",
+    ]))
+    results = hulm.main([str(config)])
+    assert set(results["variants"]) == {"recurrent", "recurrent_zeroed_state"}
+    import json
+
+    saved = json.loads((tmp_path / "out" / "run_args.json").read_text())
+    assert saved["TrainingArguments"]["learning_rate"] == 0.001
+    assert saved["DataArguments"]["block_size"] == 32
