@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,10 @@ SCRATCH_LEARNING_RATE = 2e-3
 
 def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable, argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # Several CPU processes (torchrun, accelerate --cpu): without this, accelerate sees no distributed setup
+        # and each process would train on its own, unsynchronised.
+        os.environ["ACCELERATE_USE_CPU"] = "true"
     try:
         parsed = parse_args(argument_classes, argv, defaults=defaults)
     except ValueError as error:  # ArgumentError and TrainingArguments' own checks
@@ -45,7 +50,13 @@ def resume_point(resume, run_dir: Path):
     if resume in (None, False, "False", "false", ""):
         return None
     if str(resume).lower() == "true":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        return get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+        return last_complete_checkpoint(run_dir)
     return resume
+
+
+def last_complete_checkpoint(run_dir: Path) -> str | None:
+    """The newest checkpoint that was fully written. Trainer writes trainer_state.json last, so a run killed
+    while saving leaves a folder without it, which must not be resumed from."""
+    complete = [p for p in Path(run_dir).glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    complete = [p for p in complete if p.name.split("-")[-1].isdigit()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
