@@ -53,7 +53,9 @@ _LLAMA3 = re.compile(r"llama[-_]?3(?:\.(\d+))?(?!\d)", re.IGNORECASE)
 # ------------------------------------------------------------------------------------------ Llama 3 rules
 
 
-def _names(base_model: str | list[str]) -> list[str]:
+def _names(base_model: str | list[str] | None) -> list[str]:
+    if base_model is None:  # trained from scratch
+        return []
     return [base_model] if isinstance(base_model, str) else list(base_model)
 
 
@@ -195,7 +197,7 @@ def _check_widget_output(output: Any, pipeline_tag: str, where: str) -> None:
 def render_card(
     *,
     repo_id: str,
-    base_model: str | list[str],
+    base_model: str | list[str] | None,
     kind: str = "causal-lm",
     adapter: bool = False,
     training_args: Mapping[str, Any] | None = None,
@@ -269,14 +271,14 @@ def render_card(
         }
         for r in results or []
     ]
-    first_base = _names(base_model)[0]
+    first_base = (_names(base_model) or [None])[0]
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path or TEMPLATE_PATH),
         repo_id=repo_id,
         model_name=model_name,
         base_model=first_base,
-        base_model_url=f"https://huggingface.co/{first_base}",
+        base_model_url=f"https://huggingface.co/{first_base}" if first_base else None,
         kind=kind,
         adapter=adapter,
         qlora=qlora,
@@ -350,8 +352,10 @@ def validate_card(card: ModelCard | str) -> dict[str, Any]:
         raise ValueError(f"library_name must be one of {LIBRARIES}, got {meta['library_name']!r}")
     if meta["pipeline_tag"] not in KINDS.values():
         raise ValueError(f"pipeline_tag must be one of {tuple(KINDS.values())}, got {meta['pipeline_tag']!r}")
-    base = meta.get("base_model")
-    if not (isinstance(base, str) or (isinstance(base, list) and base and all(isinstance(b, str) for b in base))):
+    base = meta.get("base_model")  # absent for a model trained from scratch
+    if base is not None and not (
+        isinstance(base, str) or (isinstance(base, list) and base and all(isinstance(b, str) for b in base))
+    ):
         raise ValueError(f"base_model must be a repo id or a list of them, got {base!r}")
     for name in _names(base):
         _check_hub_id(name, "base_model")

@@ -61,7 +61,8 @@ def test_full_model_round_trip(tmp_path, hub_server):  # noqa: F811
     out = _train(tmp_path, hub_server, ["--push_to_hub", "--hub_model_id", "test-user/tiny-hulm"], "run")
     files = hub_server.files("test-user/tiny-hulm")
     assert {"config.json", "model.safetensors", "modeling_hullama.py", "configuration_hullama.py",
-            "tokenizer.json"} <= set(files)
+            "tokenizer.json", "README.md", "handler.py"} <= set(files)
+    assert "perplexity, recurrent (held-out authors)" in files["README.md"].decode()
     assert not any(p.startswith("checkpoint-") for p in files)
     assert hub_server.is_private("test-user/tiny-hulm")
     from modeling_hullama import HuLlamaForCausalLM

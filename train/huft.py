@@ -35,7 +35,7 @@ from train.cli import resume_point, run_cli  # noqa: E402
 from train.corpus import SEMEVAL_SENTIMENT_ALIASES  # noqa: E402
 from train.data_setup import load_corpora  # noqa: E402
 from train.hub import push_training_output  # noqa: E402
-from train.output import save_output  # noqa: E402
+from train.output import save_output, write_model_card  # noqa: E402
 from train.qlora import adapter_base, hullama_config, load_model, load_tokenizer, training_report  # noqa: E402
 from train.trainer import HuLMTrainer, classification_metrics  # noqa: E402
 
@@ -153,6 +153,15 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
     if main_process:
         save_output(output_dir / "model", trainer.model, tokenizer, base_model=model_args.base_model)
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
+        write_model_card(
+            output_dir / "model", trainer.model, tokenizer, repo_id=hub_model_id or f"local/{output_dir.name}",
+            base_model=model_args.base_model,
+            kind="classifier", training_args=training_args.to_dict(), data_summary=str(train_data.report),
+            eval_rows=[{"task_type": "text-classification", "task_name": f"{huft_args.task}-level "
+                        f"({huft_args.author_context} author context)", "dataset_name": held_out.source,
+                        "dataset_type": "author-corpus", "metric_type": metric, "metric_name": metric,
+                        "metric_value": round(float(results["value"]), 4)}],
+        )
         print(f"held-out {metric} ({huft_args.author_context}): {results['value']:.4f} "
               f"on {results['held_out_labels']} held-out labels")
         if push:

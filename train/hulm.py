@@ -36,7 +36,7 @@ from train.blocks import VARIANTS, BlockConfig, build_blocks  # noqa: E402
 from train.cli import resume_point, run_cli  # noqa: E402
 from train.data_setup import load_corpora  # noqa: E402
 from train.hub import push_training_output  # noqa: E402
-from train.output import save_output  # noqa: E402
+from train.output import save_output, write_model_card  # noqa: E402
 from train.qlora import hullama_config, load_model, load_tokenizer, training_report  # noqa: E402
 from train.trainer import HuLMTrainer  # noqa: E402
 
@@ -108,7 +108,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
     if main_process:
         save_run_args(output_dir, model_args, data_args, hulm_args, hub_args, training_args)
 
-    scores = []
+    scores, reports, main_model = [], {}, None
     for variant in hulm_args.variant_list:
         with training_args.main_process_first(desc=f"blocks ({variant})"):
             blocks = BlockConfig(block_size=block_size, variant=variant, task="lm", max_blocks=data_args.max_blocks)
@@ -133,6 +133,9 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
         if main_process:
             save_output(args.output_dir, trainer.model, tokenizer, base_model=model_args.base_model)
             scores.append(held_out_scores(trainer.model, held_out, tokenizer, block_size, variant, data_args, args))
+            reports[variant] = train_data.report
+            if variant == hulm_args.variant_list[0]:  # the main product: its card is written once results are in
+                main_model = trainer.model
         trainer.accelerator.wait_for_everyone()
         del trainer, model
         gc.collect()
@@ -145,6 +148,13 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
         print("\nheld-out perplexity (every variant scored on the same predicted tokens):")
         print(format_results(results))
+        main_variant = hulm_args.variant_list[0]
+        write_model_card(
+            output_dir / main_variant, main_model, tokenizer, repo_id=hub_model_id or f"local/{output_dir.name}",
+            base_model=model_args.base_model,
+            kind="causal-lm", training_args=training_args.to_dict(), data_summary=str(reports[main_variant]),
+            eval_rows=perplexity_rows(results, held_out.source),
+        )
         if push:
             urls = push_training_output(output_dir / hulm_args.variant_list[0], hub_model_id,
                                         private=hub_args.hub_private, base_repo_id=hub_args.hub_base_model_id)
@@ -171,6 +181,17 @@ def compare_variants(scores: list) -> dict:
                      seconds={k: v for s in scores for k, v in s.seconds.items()},
                      skipped={k: v for s in scores for k, v in s.skipped.items()})
     return summarize(merged)
+
+
+def perplexity_rows(results: dict, corpus: str) -> list[dict]:
+    """The card's evaluation rows: held-out perplexity of every variant, all on the same tokens."""
+    return [
+        {"task_type": "text-generation", "task_name": f"HuLM, {variant} variant", "dataset_name": corpus,
+         "dataset_type": "author-corpus", "metric_type": "perplexity",
+         "metric_name": f"perplexity, {variant.replace('_', ' ')} (held-out authors)",
+         "metric_value": round(scores["perplexity"], 3)}
+        for variant, scores in results["variants"].items()
+    ]
 
 
 if __name__ == "__main__":

@@ -98,3 +98,26 @@ def _is_hullama(base_model: str | None) -> bool:
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(base_model, trust_remote_code=True).model_type == "hullama"
+
+
+def write_model_card(folder: str | Path, model, tokenizer, *, repo_id: str | None, base_model: str | None,
+                     kind: str, training_args: dict, data_summary, eval_rows: list[dict]) -> Path:
+    """README.md (the model card, with widget outputs computed by the model) and the endpoint handler.
+
+    A local base path is not a Hub id, so it is left out of the card's metadata; an unpushed run gets the
+    placeholder id local/<folder name>.
+    """
+    from peft import PeftModel
+
+    from hub_card import compute_widget_examples, copy_handler, write_card
+
+    folder = Path(folder)
+    hub_base = base_model if base_model and not Path(base_model).exists() else None
+    model.eval()
+    widget = compute_widget_examples(model, tokenizer)
+    write_card(folder, repo_id=repo_id or f"local/{folder.name}", base_model=hub_base, kind=kind,
+               adapter=isinstance(model, PeftModel), training_args=training_args, data_summary=data_summary,
+               eval_results=eval_rows or None, widget=widget, classification_level=getattr(
+                   model.config, "classification_level", "message"))
+    copy_handler(folder)
+    return folder / "README.md"
