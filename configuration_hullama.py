@@ -8,7 +8,7 @@ from transformers import LlamaConfig
 
 STATE_POOLINGS = ("last", "mean")
 CLASSIFICATION_LEVELS = ("message", "author")
-STATE_MECHANISMS = ("query",)
+STATE_MECHANISMS = ("query", "gate", "memory")
 
 # Written into every saved config so that all four auto classes resolve to the shipped code.
 AUTO_MAP = {
@@ -36,11 +36,28 @@ class HuLlamaConfig(LlamaConfig):
     state_pooling (`str`, defaults to `"last"`):
         How a block is summarised: `"last"` real token or `"mean"` over real tokens.
     state_mechanism (`str`, defaults to `"query"`):
-        How the state enters the model: `"query"` adds a zero-initialised projection of the state to the
-        pretrained attention query of `insert_layer`.
+        How the state enters `insert_layer`; each adds exactly nothing at initialisation (Llama parity):
+        - `"query"`: a zero-initialised projection of the state added to the pretrained attention query,
+          `q = q_proj(x) + W_q U` (W_q = 0).
+        - `"gate"`: a tanh-gated residual path (Flamingo-style) into the layer's input,
+          `h = h + tanh(alpha) * W_r U` (alpha = 0, a learned scalar; W_r random, std 1/sqrt(state_size)).
+        - `"memory"`: the state is projected into `state_memory_tokens` key/value slots (per key-value head)
+          that every token of the block reads with the layer's own pretrained query (before rotary positions);
+          the per-head read is added through a tanh gate (alpha = 0, one per head) to the attention output
+          before `o_proj`: `o_proj(attn(x) + tanh(alpha_h) * softmax(q K_mem^T / sqrt(d)) V_mem)`.
+    state_memory_tokens (`int`, defaults to 4):
+        Number of memory slots the state is projected into (`state_mechanism="memory"` only).
     normalize_extracted_state (`bool`, defaults to `True`):
         RMS-normalise the block summary before the recurrence, so that Llama's large residual stream does not
         saturate the tanh (measured in the pilot: without it |U| was 1.0 from the first steps).
+    normalize_injected_state (`bool`, defaults to `False`):
+        RMS-normalise the state (learned scale, starting at 1) before it is injected, so that the size of the
+        injection does not depend on how saturated U is.
+    state_init_scale (`float`, defaults to 1.0):
+        Initialisation of the recurrence: the weights of `state_to_state` and `summary_to_state` are drawn with
+        std `state_init_scale / sqrt(fan_in)` (biases zero). With a normalised summary (RMS 1) each term of the
+        tanh input then has std about `state_init_scale * rms(input)`, so with the default 1.0 the tanh input
+        is O(1) whatever the width (std between 1 and 1.4), mean |U| about 0.6: not saturated.
     detach_state_every (`int`, defaults to 0):
         Truncated backpropagation through blocks: cut the gradient of the state every k blocks; 0 never cuts.
     block_size (`int`, *optional*):
@@ -60,7 +77,10 @@ class HuLlamaConfig(LlamaConfig):
     state_size: int | None = None
     state_pooling: str = "last"
     state_mechanism: str = "query"
+    state_memory_tokens: int = 4
     normalize_extracted_state: bool = True
+    normalize_injected_state: bool = False
+    state_init_scale: float | int = 1.0
     detach_state_every: int = 0
     block_size: int | None = None
     classification_level: str = "message"
@@ -90,6 +110,14 @@ class HuLlamaConfig(LlamaConfig):
                 raise ValueError(f"{name}={value!r} is out of range: must be an integer in [0, {n - 1}]")
         if not isinstance(self.state_size, int) or self.state_size < 1:
             raise ValueError(f"state_size={self.state_size!r} is invalid: must be an integer >= 1")
+        if isinstance(self.state_memory_tokens, bool) or not isinstance(self.state_memory_tokens, int) \
+                or self.state_memory_tokens < 1:
+            raise ValueError(
+                f"state_memory_tokens={self.state_memory_tokens!r} is invalid: must be an integer >= 1"
+            )
+        scale = self.state_init_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise ValueError(f"state_init_scale={scale!r} is out of range: must be a finite number > 0")
         if not isinstance(self.detach_state_every, int) or self.detach_state_every < 0:
             raise ValueError(
                 f"detach_state_every={self.detach_state_every!r} is invalid: must be an integer >= 0 (0: never)"
@@ -116,5 +144,7 @@ class HuLlamaConfig(LlamaConfig):
             fields.pop(key, None)
         return cls(**fields, **hullama_fields)
 
+
+HuLlamaConfig.register_for_auto_class()  # a saved config copies this file and names it in auto_map
 
 __all__ = ["HuLlamaConfig"]

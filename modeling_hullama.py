@@ -5,14 +5,29 @@ An author's time-ordered messages are cut into K blocks of T tokens. Positions r
 token attends to another block; the only thing that crosses blocks is the author state U (B x S):
 
     U_0 = learned initial state
-    block k reads U_{k-1}: the attention query of `insert_layer` gets a projection of it added
+    block k reads U_{k-1} at `insert_layer`, by `config.state_mechanism` (V = U, or RMSNorm(U) if
+    `normalize_injected_state`):
+        "query":  q = q_proj(x) + W_q V                                   (W_q = 0 at start)
+        "gate":   h = h + tanh(a) W_r V, before the layer                 (a = 0 at start, W_r random)
+        "memory": o = o_proj(attn(x) + tanh(a_h) softmax(q_h K_h^T / sqrt(d)) V_h), with K, V = m slots
+                  projected from V per key-value head, q_h the layer's query before rotary positions
+                                                                          (a = 0 at start, K, V random)
     h_k = output of `extract_layer`, pooled over block k's real tokens (last token or mean)
     U_k = tanh(W_u U_{k-1} + W_h RMSNorm(h_k))      (an all-padding block leaves U unchanged)
 
-The state projection into the query starts at zero, so an untrained HuLlama computes exactly what its Llama
-base computes. Hub code: imports torch, transformers and the configuration module only.
+Every injection path adds exactly zero at start, so an untrained HuLlama computes exactly what its Llama base
+computes. Hub code: imports torch, transformers and the configuration module only.
+
+Diagnostics on every output (detached scalars, None where undefined):
+    state_abs_mean: mean |U_k| over the elements of the states after the real blocks of the call (saturation: 1)
+    injection_norm: mean over the real tokens of the call of the L2 norm of the vector the state adds at the
+        insertion point of that token: the query offset (query), the residual-stream addition (gate), the gated
+        memory read added to the attention output before o_proj (memory)
+`ablate_state=True` injects U_0 into every block instead of the carried state; everything else, the recurrence
+included, runs unchanged (the zeroed-state ablation of every evaluation).
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +64,9 @@ class HuLlamaModelOutput(ModelOutput):
     final_author_state: `[B, S]`, the state after the last block: pass it as `author_state` to continue.
     block_mask: `[B, K]`, True for blocks that hold at least one real token.
     The three state fields are None during cached decoding, where no block is completed.
+    state_abs_mean: detached scalar, mean |U| over the states after real blocks (None in cached decoding).
+    injection_norm: detached scalar, mean over real tokens of the L2 norm of what the state adds at the
+        insertion point (see the module docstring); None where no token is real.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -57,6 +75,8 @@ class HuLlamaModelOutput(ModelOutput):
     block_mask: torch.BoolTensor | None = None
     past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    state_abs_mean: torch.FloatTensor | None = None
+    injection_norm: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -68,6 +88,8 @@ class HuLlamaCausalLMOutput(ModelOutput):
     block_mask: torch.BoolTensor | None = None
     past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    state_abs_mean: torch.FloatTensor | None = None
+    injection_norm: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -80,6 +102,8 @@ class HuLlamaSequenceClassifierOutput(ModelOutput):
     final_author_state: torch.FloatTensor | None = None
     block_mask: torch.BoolTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    state_abs_mean: torch.FloatTensor | None = None
+    injection_norm: torch.FloatTensor | None = None
 
 
 class ZeroInitLinear(nn.Linear):
@@ -89,25 +113,75 @@ class ZeroInitLinear(nn.Linear):
     """
 
 
+class FanInLinear(nn.Linear):
+    """A linear map drawn with std `init_gain / sqrt(in_features)` and zero bias (see `_init_weights`), so that its
+    output has about `init_gain` times the RMS of its input whatever the width."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_gain: float = 1.0):
+        super().__init__(in_features, out_features, bias=bias)
+        self.init_gain = init_gain
+
+
+class TanhGate(nn.Module):
+    """`tanh(alpha)`, alpha learned and zero at start (see `_init_weights`): a path that opens only when trained.
+
+    Unlike a zero weight, a zero gate in front of a random projection gets a gradient at once."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(size))
+
+    def forward(self) -> torch.Tensor:
+        return torch.tanh(self.alpha)
+
+
+@dataclass
+class StateMemory:
+    """The memory slots of one block for `HuLlamaAttention`: keys and values `[b, kv_heads, m, head_dim]`, the gate
+    `[heads]`; the attention writes the per-token norm of the gated read `[b, T]` (detached) into `token_norms`."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    gate: torch.Tensor
+    token_norms: torch.Tensor | None = None
+
+
 class AuthorState(nn.Module):
-    """The new modules: initial state, block-summary normalisation, recurrence and the injection into the query.
+    """The new modules: initial state, block-summary normalisation, recurrence and the injection at `insert_layer`.
 
     They stay in float32 whatever the base's dtype or quantization, and cast at their borders.
     """
 
     def __init__(self, config: HuLlamaConfig):
         super().__init__()
+        self.mechanism = config.state_mechanism
         self.initial_state = nn.Parameter(torch.zeros(config.state_size))
         self.summary_norm = (
             LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
             if config.normalize_extracted_state
             else nn.Identity()
         )
-        self.state_to_state = nn.Linear(config.state_size, config.state_size)
-        self.summary_to_state = nn.Linear(config.hidden_size, config.state_size)
-        self.state_to_query = ZeroInitLinear(
-            config.state_size, config.num_attention_heads * config.head_dim, bias=False
+        scale = float(config.state_init_scale)
+        self.state_to_state = FanInLinear(config.state_size, config.state_size, init_gain=scale)
+        self.summary_to_state = FanInLinear(config.hidden_size, config.state_size, init_gain=scale)
+        self.state_norm = (
+            LlamaRMSNorm(config.state_size, eps=config.rms_norm_eps)
+            if config.normalize_injected_state
+            else nn.Identity()
         )
+        if self.mechanism == "query":
+            self.state_to_query = ZeroInitLinear(
+                config.state_size, config.num_attention_heads * config.head_dim, bias=False
+            )
+        elif self.mechanism == "gate":
+            self.state_to_residual = FanInLinear(config.state_size, config.hidden_size, bias=False)
+            self.residual_gate = TanhGate(1)
+        else:  # memory
+            self.memory_shape = (config.state_memory_tokens, config.num_key_value_heads, config.head_dim)
+            slots = config.state_memory_tokens * config.num_key_value_heads * config.head_dim
+            self.state_to_memory_keys = FanInLinear(config.state_size, slots, bias=False)
+            self.state_to_memory_values = FanInLinear(config.state_size, slots, bias=False)
+            self.memory_gate = TanhGate(config.num_attention_heads)
 
     # Method names avoid those of peft's ModulesToSaveWrapper (update, forward, ...), which wraps this module.
     def initial_states(self, batch_size: int) -> torch.Tensor:
@@ -118,14 +192,40 @@ class AuthorState(nn.Module):
         summary = self.summary_norm(summary.to(dtype))
         return torch.tanh(self.state_to_state(state.to(dtype)) + self.summary_to_state(summary))
 
-    def query_offset(self, state: torch.Tensor) -> torch.Tensor:
-        return self.state_to_query(state.to(self.state_to_query.weight.dtype))
+    def injection(self, state: torch.Tensor):
+        """What the state `[b, S]` puts into `insert_layer`: (keyword arguments for that layer, a vector `[b, H]` to
+        add to its input or None, the per-row norm `[b]` of the injection or None where it varies per token)."""
+        state = self.state_norm(state.to(self.initial_state.dtype))
+        if self.mechanism == "query":
+            offset = self.state_to_query(state)
+            return {"state_query_offset": offset}, None, offset.detach().norm(dim=-1)
+        if self.mechanism == "gate":
+            added = self.residual_gate() * self.state_to_residual(state)
+            return {}, added, added.detach().norm(dim=-1)
+        shape = (state.shape[0], *self.memory_shape)  # [b, m, kv_heads, head_dim] -> [b, kv_heads, m, head_dim]
+        keys = self.state_to_memory_keys(state).view(shape).transpose(1, 2)
+        values = self.state_to_memory_values(state).view(shape).transpose(1, 2)
+        return {"state_memory": StateMemory(keys, values, self.memory_gate())}, None, None
+
+
+def _read_memory(query: torch.Tensor, memory: StateMemory, scaling: float) -> torch.Tensor:
+    """query `[b, heads, T, d]` (no rotary positions) attends to the memory slots; returns the gated read `[b, T, heads, d]`."""
+    groups = query.shape[1] // memory.keys.shape[1]
+    keys = memory.keys.repeat_interleave(groups, dim=1)  # head h reads key-value head h // groups, as repeat_kv
+    values = memory.values.repeat_interleave(groups, dim=1)
+    query = query.to(keys.dtype)
+    weights = torch.softmax(torch.matmul(query, keys.transpose(-1, -2)) * scaling, dim=-1)
+    read = torch.matmul(weights, values) * memory.gate.to(keys.dtype).view(1, -1, 1, 1)
+    read = read.transpose(1, 2)
+    memory.token_norms = read.detach().flatten(2).norm(dim=-1)
+    return read
 
 
 class HuLlamaAttention(LlamaAttention):
-    """Llama attention whose query may receive a per-sequence offset from the author state.
+    """Llama attention that may receive the author state: a per-sequence offset to the query (`state_query_offset`),
+    or memory slots read with the query and added, gated, to the attention output before `o_proj` (`state_memory`).
 
-    Same parameters as LlamaAttention (a Llama checkpoint loads as is); with no offset it computes the same.
+    Same parameters as LlamaAttention (a Llama checkpoint loads as is); with neither it computes the same.
     """
 
     def forward(
@@ -135,6 +235,7 @@ class HuLlamaAttention(LlamaAttention):
         attention_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         state_query_offset: torch.Tensor | None = None,
+        state_memory: StateMemory | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         input_shape = hidden_states.shape[:-1]
@@ -147,6 +248,7 @@ class HuLlamaAttention(LlamaAttention):
         key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
+        memory_read = _read_memory(query_states, state_memory, self.scaling) if state_memory is not None else None
         cos, sin = position_embeddings
         query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
         if past_key_values is not None:
@@ -165,6 +267,8 @@ class HuLlamaAttention(LlamaAttention):
             scaling=self.scaling,
             **kwargs,
         )
+        if memory_read is not None:  # [b, T, heads, head_dim], as attn_output
+            attn_output = attn_output + memory_read.to(attn_output.dtype)
         attn_output = attn_output.reshape(*input_shape, -1).contiguous()
         return self.o_proj(attn_output), attn_weights
 
@@ -181,6 +285,12 @@ class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, ZeroInitLinear):
             init.zeros_(module.weight)
+        elif isinstance(module, FanInLinear):
+            init.normal_(module.weight, mean=0.0, std=module.init_gain / math.sqrt(module.in_features))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, TanhGate):
+            init.zeros_(module.alpha)
         elif isinstance(module, AuthorState):
             init.zeros_(module.initial_state)
 
@@ -257,11 +367,14 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         author_state: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        ablate_state: bool = False,
         **kwargs,
     ) -> HuLlamaModelOutput:
         """Input `[B, T]` (one block) or `[B, K, T]` (K blocks in time order; the same for masks and positions).
 
         `author_state` `[B, S]` is the state before the first block (default: the learned initial state).
+        `ablate_state=True` injects the learned initial state into every block instead of the carried state; the
+        recurrence still runs from `author_state` and its states are returned (the zeroed-state ablation).
         Cached decoding (`past_key_values`, `use_cache`) is for single-block inputs, as in `generate`.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -319,7 +432,9 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         completes_blocks = past_seen == 0  # a cached decoding step extends a block, it does not finish one
 
         block_mask = token_mask.bool().any(-1)  # [B, K]
+        ablated = self.author_state.initial_states(batch) if ablate_state else None
         states, outputs, all_hidden = [], [], []
+        injected_sum, injected_tokens = 0.0, 0
         for k in range(num_blocks):
             rows = block_mask[:, k].nonzero().squeeze(-1)
             # All-padding rows are left out of the block: they would attend to nothing, and their state carries.
@@ -327,17 +442,18 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             subset = None if len(rows) == batch or past_key_values is not None else rows
             take = (lambda t: t) if subset is None else (lambda t: t.index_select(0, subset))
             positions = position_ids[:, k] if position_ids is not None else None
-            hidden, summary, layer_states = self._run_block(
+            hidden, summary, layer_states, injected = self._run_block(
                 take(inputs_embeds[:, k]),
                 take(attention_mask[:, k]) if attention_mask is not None else None,
                 take(token_mask[:, k]),
                 take(positions) if positions is not None else None,
-                take(state),
+                take(state if ablated is None else ablated),
                 past_key_values,
                 use_cache,
                 output_hidden_states,
                 **kwargs,
             )
+            injected_sum, injected_tokens = injected_sum + injected[0], injected_tokens + injected[1]
             if completes_blocks:
                 new_state = self.author_state.advance(take(state), summary).to(state.dtype)
                 state = new_state if subset is None else state.index_copy(0, subset, new_state)
@@ -356,21 +472,30 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         if single_block:
             last_hidden_state = last_hidden_state.squeeze(1)
             hidden_states = tuple(h.squeeze(1) for h in hidden_states) if hidden_states else None
+        author_states = torch.stack(states, 1) if completes_blocks else None
+        state_abs_mean = None
+        if completes_blocks and block_mask.any():
+            state_abs_mean = author_states.detach()[block_mask].abs().mean()
+        injection_norm = injected_sum / injected_tokens if injected_tokens else None
         return HuLlamaModelOutput(
             last_hidden_state=last_hidden_state,
-            author_states=torch.stack(states, 1) if completes_blocks else None,
+            author_states=author_states,
             final_author_state=state if completes_blocks else None,
             block_mask=block_mask if completes_blocks else None,
             past_key_values=past_key_values if use_cache else None,
             hidden_states=hidden_states,
+            state_abs_mean=state_abs_mean,
+            injection_norm=injection_norm,
         )
 
     def _run_block(
         self, embeds, attention_mask, token_mask, position_ids, state, past_key_values, use_cache, output_hidden_states, **kwargs
     ):
-        """One block of b sequences through every layer; returns final hidden [b, T, H], summary [b, H], layer outputs.
+        """One block of b sequences through every layer, `state` injected at `insert_layer`.
 
-        `attention_mask` is the caller's (None, or covering cached tokens too); `token_mask` marks the block's real tokens.
+        Returns final hidden [b, T, H], summary [b, H], layer outputs, and (sum over the real tokens of the norm of the
+        injection, number of real tokens), detached. `attention_mask` is the caller's (None, or covering cached
+        tokens too); `token_mask` marks the block's real tokens.
         """
         if position_ids is None:
             past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
@@ -383,10 +508,14 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             position_ids=position_ids,
         )
         position_embeddings = self.rotary_emb(embeds, position_ids=position_ids)
-        offset = self.author_state.query_offset(state)
+        injection, residual, row_norms = self.author_state.injection(state)
         hidden, summary, layer_states = embeds, None, [embeds] if output_hidden_states else []
         for i, layer in enumerate(self.layers):
-            extra = {"state_query_offset": offset} if i == self.config.insert_layer else {}
+            extra = {}
+            if i == self.config.insert_layer:
+                extra = injection
+                if residual is not None:  # [b, H], the same for every token of the block
+                    hidden = hidden + residual.to(hidden.dtype).unsqueeze(1)
             hidden = layer(
                 hidden,
                 attention_mask=causal_mask,
@@ -404,7 +533,14 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         hidden = self.norm(hidden)
         if output_hidden_states:
             layer_states[-1] = hidden  # as Llama: the last entry is after the final norm
-        return hidden, summary, layer_states
+        with torch.no_grad():
+            real = token_mask.to(torch.float32)  # [b, T]
+            if row_norms is None:  # varies per token: written by the attention of insert_layer
+                token_norms = injection["state_memory"].token_norms.float()
+            else:
+                token_norms = row_norms.float().unsqueeze(-1)
+            injected = ((token_norms * real).sum(), real.sum())
+        return hidden, summary, layer_states, injected
 
     @staticmethod
     def _scatter(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
@@ -447,12 +583,14 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
         output_hidden_states: bool | None = None,
+        ablate_state: bool = False,
         **kwargs,
     ) -> HuLlamaCausalLMOutput:
         """`labels` has the input's shape, -100 where no token is predicted; shifted inside each block.
 
         The loss is token cross-entropy summed over all blocks of all authors, divided by the number of
         predicted tokens (or by `num_items_in_batch`, which Trainer passes for exact gradient accumulation).
+        `ablate_state=True`: every block reads the learned initial state instead of the carried one (see HuLlamaModel).
         """
         if labels is not None:
             expected = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
@@ -467,6 +605,7 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
             author_state=author_state,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            ablate_state=ablate_state,
         )
         hidden = outputs.last_hidden_state
         if logits_to_keep:
@@ -483,6 +622,8 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
             block_mask=outputs.block_mask,
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
+            state_abs_mean=outputs.state_abs_mean,
+            injection_norm=outputs.injection_norm,
         )
 
 
@@ -512,6 +653,7 @@ class HuLlamaForSequenceClassification(HuLlamaPreTrainedModel):
         author_state: torch.FloatTensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        ablate_state: bool = False,
         **kwargs,
     ) -> HuLlamaSequenceClassifierOutput:
         outputs = self.model(
@@ -522,6 +664,7 @@ class HuLlamaForSequenceClassification(HuLlamaPreTrainedModel):
             author_state=author_state,
             use_cache=False,
             output_hidden_states=output_hidden_states,
+            ablate_state=ablate_state,
         )
         dtype = self.score.weight.dtype
         hidden = outputs.last_hidden_state
@@ -549,6 +692,8 @@ class HuLlamaForSequenceClassification(HuLlamaPreTrainedModel):
             final_author_state=outputs.final_author_state,
             block_mask=outputs.block_mask,
             hidden_states=outputs.hidden_states,
+            state_abs_mean=outputs.state_abs_mean,
+            injection_norm=outputs.injection_norm,
         )
 
     def _non_pad_mask(self, input_ids, hidden):
@@ -567,7 +712,6 @@ class HuLlamaForSequenceClassification(HuLlamaPreTrainedModel):
         return labelled.all(-1) if multi_label else labelled
 
 
-HuLlamaConfig.register_for_auto_class()
 HuLlamaModel.register_for_auto_class("AutoModel")
 HuLlamaForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 HuLlamaForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")

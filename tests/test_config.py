@@ -34,7 +34,9 @@ def test_llama_checkpoint_config_reads_as_hullama(tmp_path):
 
 
 def test_save_and_load_round_trip(tmp_path):
-    config = tiny_hullama_config(state_pooling="mean", detach_state_every=2, classification_level="author")
+    config = tiny_hullama_config(state_pooling="mean", detach_state_every=2, classification_level="author",
+                                 state_mechanism="memory", state_memory_tokens=2, state_init_scale=0.5,
+                                 normalize_injected_state=True)
     config.save_pretrained(tmp_path)
     assert (tmp_path / "configuration_hullama.py").is_file()
     loaded = AutoConfig.from_pretrained(tmp_path, trust_remote_code=True)
@@ -51,7 +53,10 @@ def test_save_and_load_round_trip(tmp_path):
         ("detach_state_every", -2, "detach_state_every=-2 is invalid"),
         ("block_size", 65, "block_size=65 is out of range: must be an integer in [2, max_position_embeddings=64]"),
         ("state_pooling", "max", "state_pooling='max' is invalid: must be one of 'last', 'mean'"),
-        ("state_mechanism", "film", "state_mechanism='film' is invalid"),
+        ("state_mechanism", "film", "state_mechanism='film' is invalid: must be one of 'query', 'gate', 'memory'"),
+        ("state_memory_tokens", 0, "state_memory_tokens=0 is invalid: must be an integer >= 1"),
+        ("state_init_scale", 0.0, "state_init_scale=0.0 is out of range: must be a finite number > 0"),
+        ("state_init_scale", -1, "state_init_scale=-1 is out of range"),
         ("classification_level", "token", "classification_level='token' is invalid"),
     ],
 )

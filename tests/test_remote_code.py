@@ -89,21 +89,28 @@ def test_all_auto_classes_load_with_trust_remote_code(tmp_path, tiny_llama_dir):
         _save_case(tmp_path, "base", lm.model, ids, "AutoModel"),
         _save_case(tmp_path, "classifier", classifier, ids, "AutoModelForSequenceClassification"),
     ]
+    for mechanism in ("gate", "memory"):  # the other state mechanisms, in the causal-LM case only
+        model = perturb_state_modules(HuLlamaForCausalLM(tiny_hullama_config(state_mechanism=mechanism))).eval()
+        cases.append(_save_case(tmp_path, f"lm-{mechanism}", model, ids, "AutoModelForCausalLM"))
+    saved = len(cases)
     # A plain Llama checkpoint next to the HuLlama code: the new modules are initialised by the remote code,
-    # and must start at exactly zero contribution (parity with Llama) there too.
-    llama_case = tmp_path / "llama-weights"
-    shutil.copytree(tiny_llama_dir, llama_case)
-    tiny_hullama_config().save_pretrained(llama_case)  # writes config.json and configuration_hullama.py
-    shutil.copy(modeling_hullama.__file__, llama_case)
+    # and must start at exactly zero contribution (parity with Llama) there too, whatever the mechanism.
     llama = LlamaForCausalLM.from_pretrained(tiny_llama_dir).eval()
     torch.save(ids, tmp_path / "llama-inputs.pt")
     with torch.no_grad():
         torch.save(llama(ids.view(6, 12)).logits.view(2, 3, 12, -1), tmp_path / "llama-reference.pt")
-    cases.append({"name": "llama-weights", "path": str(llama_case), "auto": "AutoModelForCausalLM",
-                  "inputs": str(tmp_path / "llama-inputs.pt"), "reference": str(tmp_path / "llama-reference.pt"),
-                  "expect_new_modules": True})
+    for mechanism in ("query", "gate", "memory"):
+        name = "llama-weights" + ("" if mechanism == "query" else f"-{mechanism}")
+        llama_case = tmp_path / name
+        shutil.copytree(tiny_llama_dir, llama_case)
+        # writes config.json and configuration_hullama.py
+        tiny_hullama_config(state_mechanism=mechanism).save_pretrained(llama_case)
+        shutil.copy(modeling_hullama.__file__, llama_case)
+        cases.append({"name": name, "path": str(llama_case), "auto": "AutoModelForCausalLM",
+                      "inputs": str(tmp_path / "llama-inputs.pt"), "reference": str(tmp_path / "llama-reference.pt"),
+                      "expect_new_modules": True})
 
-    for case in cases[:3]:
+    for case in cases[:saved]:
         config = json.loads((tmp_path / case["name"] / "config.json").read_text())
         assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM",
                                            "AutoModelForSequenceClassification"}
