@@ -9,11 +9,12 @@ TORCH ?= torch==2.13.0
 install:
 	$(PYTHON) -m pip install --quiet "$(TORCH)" -e ".[train,dev]"
 
+# One torch thread per process: tests run tiny models (where threads only add overhead) and subprocesses.
 test: install
-	$(PYTHON) -m pytest -q
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q
 
 test-slow: install
-	$(PYTHON) -m pytest -q -m slow
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m slow
 
 demo: install
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 --cpu train/hulm.py

@@ -433,6 +433,42 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
 
         block_mask = token_mask.bool().any(-1)  # [B, K]
         ablated = self.author_state.initial_states(batch) if ablate_state else None
+        parallel = completes_blocks and past_key_values is None and self.config.extract_layer < self.config.insert_layer
+        if parallel:
+            last_hidden_state, states, layer_states, (injected_sum, injected_tokens) = self._run_parallel(
+                inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
+                output_hidden_states, **kwargs,
+            )
+            state = states[-1]
+            hidden_states = tuple(layer_states) if output_hidden_states else None
+        else:
+            last_hidden_state, states, hidden_states, (injected_sum, injected_tokens), state = self._run_in_order(
+                inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated, past_key_values,
+                use_cache, output_hidden_states, completes_blocks, **kwargs,
+            )
+        if single_block:
+            last_hidden_state = last_hidden_state.squeeze(1)
+            hidden_states = tuple(h.squeeze(1) for h in hidden_states) if hidden_states else None
+        author_states = torch.stack(states, 1) if completes_blocks else None
+        state_abs_mean = None
+        if completes_blocks and block_mask.any():
+            state_abs_mean = author_states.detach()[block_mask].abs().mean()
+        injection_norm = injected_sum / injected_tokens if injected_tokens else None
+        return HuLlamaModelOutput(
+            last_hidden_state=last_hidden_state,
+            author_states=author_states,
+            final_author_state=state if completes_blocks else None,
+            block_mask=block_mask if completes_blocks else None,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=hidden_states,
+            state_abs_mean=state_abs_mean,
+            injection_norm=injection_norm,
+        )
+
+    def _run_in_order(self, inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
+                      past_key_values, use_cache, output_hidden_states, completes_blocks, **kwargs):
+        """Block after block, each through every layer (the general case, and cached decoding)."""
+        batch, num_blocks = block_mask.shape
         states, outputs, all_hidden = [], [], []
         injected_sum, injected_tokens = 0.0, 0
         for k in range(num_blocks):
@@ -456,7 +492,10 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             injected_sum, injected_tokens = injected_sum + injected[0], injected_tokens + injected[1]
             if completes_blocks:
                 new_state = self.author_state.advance(take(state), summary).to(state.dtype)
-                state = new_state if subset is None else state.index_copy(0, subset, new_state)
+                if subset is None:  # every row ran (a cache needs them all): padding rows keep their state
+                    state = torch.where(block_mask[:, k, None], new_state, state)
+                else:
+                    state = state.index_copy(0, subset, new_state)
                 every = self.config.detach_state_every
                 if every and (k + 1) % every == 0:
                     state = state.detach()
@@ -464,39 +503,13 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             outputs.append(hidden if subset is None else self._scatter(hidden, subset, batch))
             if output_hidden_states:
                 all_hidden.append([h if subset is None else self._scatter(h, subset, batch) for h in layer_states])
-
-        last_hidden_state = torch.stack(outputs, 1)
         hidden_states = None
         if output_hidden_states:
             hidden_states = tuple(torch.stack(per_layer, 1) for per_layer in zip(*all_hidden))
-        if single_block:
-            last_hidden_state = last_hidden_state.squeeze(1)
-            hidden_states = tuple(h.squeeze(1) for h in hidden_states) if hidden_states else None
-        author_states = torch.stack(states, 1) if completes_blocks else None
-        state_abs_mean = None
-        if completes_blocks and block_mask.any():
-            state_abs_mean = author_states.detach()[block_mask].abs().mean()
-        injection_norm = injected_sum / injected_tokens if injected_tokens else None
-        return HuLlamaModelOutput(
-            last_hidden_state=last_hidden_state,
-            author_states=author_states,
-            final_author_state=state if completes_blocks else None,
-            block_mask=block_mask if completes_blocks else None,
-            past_key_values=past_key_values if use_cache else None,
-            hidden_states=hidden_states,
-            state_abs_mean=state_abs_mean,
-            injection_norm=injection_norm,
-        )
+        return torch.stack(outputs, 1), states, hidden_states, (injected_sum, injected_tokens), state
 
-    def _run_block(
-        self, embeds, attention_mask, token_mask, position_ids, state, past_key_values, use_cache, output_hidden_states, **kwargs
-    ):
-        """One block of b sequences through every layer, `state` injected at `insert_layer`.
-
-        Returns final hidden [b, T, H], summary [b, H], layer outputs, and (sum over the real tokens of the norm of the
-        injection, number of real tokens), detached. `attention_mask` is the caller's (None, or covering cached
-        tokens too); `token_mask` marks the block's real tokens.
-        """
+    def _prepare(self, embeds, attention_mask, position_ids, past_key_values):
+        """Positions (restarting in every block), the causal mask and the rotary embeddings of a batch of blocks."""
         if position_ids is None:
             past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
             position_ids = torch.arange(embeds.shape[1], device=embeds.device).unsqueeze(0) + past_seen
@@ -507,16 +520,22 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             past_key_values=past_key_values,
             position_ids=position_ids,
         )
-        position_embeddings = self.rotary_emb(embeds, position_ids=position_ids)
-        injection, residual, row_norms = self.author_state.injection(state)
-        hidden, summary, layer_states = embeds, None, [embeds] if output_hidden_states else []
-        for i, layer in enumerate(self.layers):
+        return position_ids, causal_mask, self.rotary_emb(embeds, position_ids=position_ids)
+
+    def _run_layers(self, hidden, start, stop, context, token_mask, injection, residual, layer_states, **kwargs):
+        """Layers [start, stop) on a batch of blocks; the state's injection enters at `insert_layer`.
+
+        Returns the hidden states and the block summaries (when `extract_layer` is in the range, else None).
+        """
+        position_ids, causal_mask, position_embeddings, past_key_values, use_cache = context
+        summary = None
+        for i in range(start, stop):
             extra = {}
             if i == self.config.insert_layer:
                 extra = injection
                 if residual is not None:  # [b, H], the same for every token of the block
                     hidden = hidden + residual.to(hidden.dtype).unsqueeze(1)
-            hidden = layer(
+            hidden = self.layers[i](
                 hidden,
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
@@ -528,19 +547,88 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             )
             if i == self.config.extract_layer:
                 summary = _pool_block(hidden, token_mask, self.config.state_pooling)
-            if output_hidden_states:
+            if layer_states is not None:
                 layer_states.append(hidden)
-        hidden = self.norm(hidden)
-        if output_hidden_states:
-            layer_states[-1] = hidden  # as Llama: the last entry is after the final norm
+        return hidden, summary
+
+    @staticmethod
+    def _injected(injection, row_norms, token_mask):
+        """(sum over real tokens of the norm of what the state adds, number of real tokens), detached."""
         with torch.no_grad():
             real = token_mask.to(torch.float32)  # [b, T]
             if row_norms is None:  # varies per token: written by the attention of insert_layer
                 token_norms = injection["state_memory"].token_norms.float()
             else:
                 token_norms = row_norms.float().unsqueeze(-1)
-            injected = ((token_norms * real).sum(), real.sum())
-        return hidden, summary, layer_states, injected
+            return (token_norms * real).sum(), real.sum()
+
+    def _run_block(
+        self, embeds, attention_mask, token_mask, position_ids, state, past_key_values, use_cache, output_hidden_states, **kwargs
+    ):
+        """One block of b sequences through every layer, `state` injected at `insert_layer`.
+
+        Returns final hidden [b, T, H], summary [b, H], layer outputs, and (sum over the real tokens of the norm of the
+        injection, number of real tokens), detached. `attention_mask` is the caller's (None, or covering cached
+        tokens too); `token_mask` marks the block's real tokens.
+        """
+        position_ids, causal_mask, position_embeddings = self._prepare(embeds, attention_mask, position_ids, past_key_values)
+        context = (position_ids, causal_mask, position_embeddings, past_key_values, use_cache)
+        injection, residual, row_norms = self.author_state.injection(state)
+        layer_states = [embeds] if output_hidden_states else None
+        hidden, summary = self._run_layers(
+            embeds, 0, len(self.layers), context, token_mask, injection, residual, layer_states, **kwargs
+        )
+        hidden = self.norm(hidden)
+        if output_hidden_states:
+            layer_states[-1] = hidden  # as Llama: the last entry is after the final norm
+        return hidden, summary, layer_states or [], self._injected(injection, row_norms, token_mask)
+
+    def _run_parallel(self, inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
+                      output_hidden_states, **kwargs):
+        """All blocks at once, exactly equal to running them in order, when `extract_layer < insert_layer`.
+
+        The layers up to the extraction do not depend on the state, so they run on every real block of every author
+        in one batch; the recurrence then runs over the K block summaries (cheap); the remaining layers run in one
+        batch again, each block with the state it would have received in order. Every weight is read once per pass
+        instead of once per block, which is what makes a quantized base fast.
+        """
+        batch, num_blocks = block_mask.shape
+        rows = block_mask.nonzero(as_tuple=True)  # (author, block) of every real block, in order
+        embeds = inputs_embeds[rows]
+        flat_tokens = token_mask[rows]
+        position_ids, causal_mask, position_embeddings = self._prepare(
+            embeds, attention_mask[rows] if attention_mask is not None else None,
+            position_ids[rows] if position_ids is not None else None, None,
+        )
+        context = (position_ids, causal_mask, position_embeddings, None, False)
+        layer_states = [embeds] if output_hidden_states else None
+        extract = self.config.extract_layer
+        hidden, summary = self._run_layers(embeds, 0, extract + 1, context, flat_tokens, {}, None, layer_states, **kwargs)
+        summaries = summary.new_zeros(batch, num_blocks, summary.shape[-1]).index_put(rows, summary)
+
+        states_before, states = [], []
+        for k in range(num_blocks):
+            states_before.append(state)
+            new_state = self.author_state.advance(state, summaries[:, k]).to(state.dtype)
+            state = torch.where(block_mask[:, k, None], new_state, state)  # a padding block carries the state
+            every = self.config.detach_state_every
+            if every and (k + 1) % every == 0:
+                state = state.detach()
+            states.append(state)
+        entering = ablated.unsqueeze(1).expand(-1, num_blocks, -1) if ablated is not None else torch.stack(states_before, 1)
+        injection, residual, row_norms = self.author_state.injection(entering[rows])
+        hidden, _ = self._run_layers(
+            hidden, extract + 1, len(self.layers), context, flat_tokens, injection, residual, layer_states, **kwargs
+        )
+        hidden = self.norm(hidden)
+
+        def unflatten(values):
+            return values.new_zeros((batch, num_blocks, *values.shape[1:])).index_put(rows, values)
+
+        if output_hidden_states:
+            layer_states[-1] = hidden
+            layer_states = [unflatten(h) for h in layer_states]
+        return unflatten(hidden), states, layer_states, self._injected(injection, row_norms, flat_tokens)
 
     @staticmethod
     def _scatter(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:

@@ -154,3 +154,31 @@ def test_generation_is_conditioned_on_the_state_and_matches_uncached_forward():
         assert torch.equal(greedy[:, 5:-1].argmax(-1), generated[:, 6:])
         outputs.append(generated)
     assert not torch.equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("mechanism", ["query", "gate", "memory"])
+def test_extract_below_insert_runs_all_blocks_at_once_with_the_same_results(mechanism):
+    """With extract_layer < insert_layer the blocks run in one batch; results equal running them in order."""
+    model = _model(insert_layer=3, extract_layer=1, state_mechanism=mechanism).train()
+    ids = _ids(2, 3, 12)
+    mask = torch.ones_like(ids)
+    mask[0, 1] = 0  # a padding block in the middle
+    mask[1, 2, 5:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    at_once = model(ids, attention_mask=mask, labels=labels)
+    at_once.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    state, logits, losses = None, [], []
+    for k in range(3):  # one block per call: the cached, in-order path
+        out = model(ids[:, k], attention_mask=mask[:, k], author_state=state, use_cache=True)
+        state, logits = out.final_author_state, logits + [out.logits]
+    stepwise = torch.stack(logits, 1)
+    real = mask.bool()
+    assert_close(at_once.logits[real], stepwise[real])
+    assert_close(at_once.final_author_state, state)
+    loss = torch.nn.functional.cross_entropy(stepwise[:, :, :-1].flatten(0, 2), labels[:, :, 1:].flatten(), ignore_index=-100)
+    assert_close(at_once.loss, loss)
+    loss.backward()
+    for name, grad in grads.items():
+        assert_close(model.get_parameter(name).grad, grad, msg=name, rtol=1e-4, atol=1e-6)
