@@ -67,7 +67,8 @@ def measure(args, kind: str, quantization: str) -> dict:
     torch.manual_seed(0)
     device = torch.device(args.device)
     model_args = ModelArguments(base_model=str(args.weights), quantization=quantization, lora_r=args.lora_r,
-                                lora_alpha=2 * args.lora_r, lora_dropout=0.0, compute_dtype=args.compute_dtype)
+                                lora_alpha=2 * args.lora_r, lora_dropout=0.0, compute_dtype=args.compute_dtype,
+                                insert_layer=args.insert_layer, extract_layer=args.extract_layer)
     if kind == "hullama":
         model = load_model(model_args, hullama_config(model_args, block_size=args.block),
                            gradient_checkpointing=args.gradient_checkpointing)
@@ -130,6 +131,9 @@ def main():
     parser.add_argument("--lora_r", type=int, default=16)
     parser.add_argument("--compute_dtype", default="auto")
     parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--insert_layer", type=int, help="HuLlama insertion layer (default: the config's)")
+    parser.add_argument("--extract_layer", type=int, help="HuLlama extraction layer; below the insertion layer, "
+                                                          "all blocks run in one batch")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--weights", type=Path, help="folder of the random base (default: a cache folder)")
     parser.add_argument("--json", help="also write the results here")
@@ -146,10 +150,12 @@ def main():
     save_random_base(args.shape, args.weights, args.device)
     print(f"device={args.device} shape={args.shape} authors={args.authors} blocks={args.blocks} block={args.block} "
           f"lora_r={args.lora_r} gradient_checkpointing={args.gradient_checkpointing} "
+          f"insert_layer={args.insert_layer} extract_layer={args.extract_layer} "
           f"tokens/step={args.authors * args.blocks * args.block}")
     print(f"{'quant':>6} {'llama tok/s':>12} {'hullama tok/s':>14} {'speed ratio':>12} {'llama MiB':>10} "
           f"{'hullama MiB':>12} {'memory ratio':>13}")
-    child = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("json", "_one", "gradient_checkpointing")]
+    child = [f"--{k}={v}" for k, v in vars(args).items()
+             if k not in ("json", "_one", "gradient_checkpointing") and v is not None]
     child += ["--gradient_checkpointing"] if args.gradient_checkpointing else []
     rows = []
     for quantization in args.quantization.split(","):

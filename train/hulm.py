@@ -38,6 +38,7 @@ from train.data_setup import load_corpora  # noqa: E402
 from train.hub import push_training_output  # noqa: E402
 from train.output import save_output, write_model_card  # noqa: E402
 from train.qlora import hullama_config, load_model, load_tokenizer, training_report  # noqa: E402
+from train.schedule import StreamCollator, chunk_authors  # noqa: E402
 from train.trainer import HuLMTrainer  # noqa: E402
 
 SCRIPT = "hulm.py"
@@ -69,7 +70,17 @@ class HuLMArguments:
                           "state), in_context (blocks alone), none (each message alone)."},
     )
 
+    blocks_per_step: int | None = field(
+        default=None,
+        metadata={"help": "Streaming schedule for the recurrent variant: each step reads this many blocks of many "
+                          "authors, each author's state carried from step to step (single process). The lanes are "
+                          "per_device_train_batch_size * max_blocks / blocks_per_step, so a step holds the tokens of "
+                          "an in_context batch. Default: whole authors per step."},
+    )
+
     def __post_init__(self):
+        if self.blocks_per_step is not None and self.blocks_per_step < 1:
+            raise ArgumentError(f"--blocks_per_step {self.blocks_per_step} is invalid: it must be at least 1")
         self.variant_list = [v.strip() for v in self.variants.split(",") if v.strip()]
         unknown = [v for v in self.variant_list if v not in VARIANTS]
         if unknown or not self.variant_list:
@@ -122,12 +133,19 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
         if variant != "recurrent":
             args.per_device_train_batch_size *= _rows_per_author(data_args)
             args.per_device_eval_batch_size *= _rows_per_author(data_args)
+        train_dataset, collator = train_data.dataset, train_data.collator()
+        stream = variant == "recurrent" and hulm_args.blocks_per_step is not None
+        if stream:
+            train_dataset, collator = chunk_authors(train_dataset, hulm_args.blocks_per_step), StreamCollator(collator)
+            args.per_device_train_batch_size = max(
+                1, args.per_device_train_batch_size * _rows_per_author(data_args) // hulm_args.blocks_per_step)
         model = load_model(model_args, config, gradient_checkpointing=training_args.gradient_checkpointing)
         if main_process:
             print(training_report(model))
         trainer = HuLMTrainer(
-            model=model, args=args, train_dataset=train_data.dataset, eval_dataset=eval_data.dataset,
-            data_collator=train_data.collator(), processing_class=tokenizer, state_lr_scale=model_args.state_lr_scale,
+            model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_data.dataset,
+            data_collator=collator, processing_class=tokenizer, state_lr_scale=model_args.state_lr_scale,
+            stream_authors=stream,
         )
         trainer.train(resume_from_checkpoint=resume_point(training_args.resume_from_checkpoint, Path(args.output_dir)))
         if main_process:

@@ -4,6 +4,8 @@
 - compute_loss: also collects the state diagnostics the model reports (mean |U|, injection norm), so that a
   saturated or unused state shows in the training log at once.
 - log: adds perplexity next to every (eval) loss of a language model, and the averaged diagnostics.
+- get_train_dataloader / compute_loss, with the streaming schedule (train/schedule.py) only: batches of lanes
+  that each read one author's chunks in order, each chunk starting from the state the author's last one ended with.
 - prediction_step: message-level predictions inside a timeline come back as one row per labelled message, so
   that evaluation gathers them across batches of different shapes and compute_metrics sees (logits, labels).
 """
@@ -17,17 +19,25 @@ import numpy as np
 import torch
 from transformers import Trainer
 
+from torch.utils.data import DataLoader
+
 from train.qlora import FULLY_TRAINED_MODULES
+from train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier
 
 DIAGNOSTICS = ("state_abs_mean", "injection_norm")
 STATE_OUTPUTS = ("author_states", "final_author_state", "block_mask", "past_key_values", "hidden_states", *DIAGNOSTICS)
 
 
 class HuLMTrainer(Trainer):
-    def __init__(self, *args, state_lr_scale: float = 1.0, report_perplexity: bool = True, **kwargs):
+    def __init__(self, *args, state_lr_scale: float = 1.0, report_perplexity: bool = True,
+                 stream_authors: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.state_lr_scale = state_lr_scale
         self.report_perplexity = report_perplexity
+        self.stream_authors = stream_authors
+        self._carrier = StateCarrier()
+        if stream_authors and self.args.world_size > 1:
+            raise ValueError("the streaming schedule (--blocks_per_step) runs in a single process")
         self._diagnostics: dict[str, list[float]] = defaultdict(list)
 
     def create_optimizer(self, model=None):
@@ -53,8 +63,24 @@ class HuLMTrainer(Trainer):
         )
         return self.optimizer
 
+    def get_train_dataloader(self):
+        if not self.stream_authors:
+            return super().get_train_dataloader()
+        dataset = self.train_dataset
+        batches = AuthorStreamBatches(dataset["author_index"], dataset["chunk_index"],
+                                      self.args.per_device_train_batch_size, seed=self.args.seed)
+        # The order is the schedule: no shuffling, no sharding (single process, checked at construction).
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
+                          num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        stream = {name: inputs.pop(name) for name in STREAM_COLUMNS if name in inputs}
+        if stream:
+            inputs["author_state"] = self._carrier.entering(_state_module(model), stream["author_index"],
+                                                            stream["chunk_index"])
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if stream:
+            self._carrier.keep(stream["author_index"], outputs["final_author_state"])
         if model.training:
             for name in DIAGNOSTICS:
                 value = outputs.get(name) if hasattr(outputs, "get") else None
@@ -81,6 +107,14 @@ class HuLMTrainer(Trainer):
         # A timeline's per-token logits [B, K, T, C]: keep the rows of the labelled messages.
         labelled = labels != -100
         return loss, logits[labelled], labels[labelled]
+
+
+def _state_module(model):
+    """The author-state module inside a (DDP-, peft-) wrapped HuLlama."""
+    inner = getattr(model, "module", model)
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    return inner.base_model.author_state
 
 
 def classification_metrics(id2label: dict | None, regression: bool):

@@ -1,0 +1,74 @@
+"""The streaming schedule: many authors a step, each author's chunks in order, states carried between steps."""
+
+import json
+
+import datasets
+import torch
+from conftest import perturb_state_modules, tiny_hullama_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.testing import assert_close
+
+from modeling_hullama import HuLlamaForCausalLM
+from train.schedule import AuthorStreamBatches, StateCarrier, chunk_authors
+
+
+@settings(max_examples=40, deadline=None)
+@given(chunks_per_author=st.lists(st.integers(1, 6), min_size=1, max_size=20), lanes=st.integers(1, 6),
+       seed=st.integers(0, 5))
+def test_every_chunk_once_and_each_author_in_order_one_step_apart(chunks_per_author, lanes, seed):
+    author_index = [a for a, n in enumerate(chunks_per_author) for _ in range(n)]
+    chunk_index = [c for n in chunks_per_author for c in range(n)]
+    batches = list(AuthorStreamBatches(author_index, chunk_index, lanes, seed=seed))
+    flat = [row for batch in batches for row in batch]
+    assert sorted(flat) == list(range(len(author_index)))
+    step_of = {row: step for step, batch in enumerate(batches) for row in batch}
+    for step, batch in enumerate(batches):
+        assert len(batch) <= lanes
+        assert len({author_index[r] for r in batch}) == len(batch)  # one chunk per author per step
+    for row, (author, chunk) in enumerate(zip(author_index, chunk_index)):
+        if chunk:
+            previous = next(r for r, (a, c) in enumerate(zip(author_index, chunk_index)) if a == author and c == chunk - 1)
+            assert step_of[row] == step_of[previous] + 1
+
+
+def test_lanes_fill_every_step_while_authors_remain():
+    author_index = [a for a in range(10) for _ in range(3)]
+    chunk_index = [c for _ in range(10) for c in range(3)]
+    batches = list(AuthorStreamBatches(author_index, chunk_index, 4, seed=0))
+    assert [len(b) for b in batches[:6]] == [4] * 6  # 4 authors in every step, not 1 author x 3 blocks
+
+
+def test_chunks_carry_the_state_of_one_pass():
+    torch.manual_seed(0)
+    model = perturb_state_modules(HuLlamaForCausalLM(tiny_hullama_config())).eval()
+    ids = torch.randint(2, 512, (2, 4, 12))
+    dataset = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist(),
+                                          "length": [48, 48]})
+    chunks = chunk_authors(dataset, 2)
+    assert chunks["chunk_index"] == [0, 1, 0, 1] and chunks["author_index"] == [0, 0, 1, 1]
+    carrier = StateCarrier()
+    with torch.no_grad():
+        whole = model(ids)
+        for step in (0, 1):
+            rows = [i for i, c in enumerate(chunks["chunk_index"]) if c == step]
+            authors = torch.tensor([chunks["author_index"][i] for i in rows])
+            blocks = torch.tensor([chunks["input_ids"][i] for i in rows])
+            entering = carrier.entering(model.model.author_state, authors, torch.full((2,), step))
+            out = model(blocks, author_state=entering)
+            carrier.keep(authors, out.final_author_state)
+            assert_close(out.logits, whole.logits[:, 2 * step: 2 * step + 2])
+    assert_close(torch.stack([carrier.states[0], carrier.states[1]]), whole.final_author_state)
+
+
+def test_hulm_with_streaming_schedule(tmp_path):
+    from train import hulm
+
+    results = hulm.main(["--synthetic_authors", "12", "--synthetic_messages", "6", "--num_train_epochs", "1",
+                         "--scratch_vocab_size", "300", "--scratch_hidden_size", "64", "--scratch_layers", "2",
+                         "--block_size", "32", "--max_blocks", "4", "--variants", "recurrent", "--blocks_per_step", "1",
+                         "--per_device_train_batch_size", "1", "--output_dir", str(tmp_path)])
+    assert results["variants"]["recurrent"]["perplexity"] > 1
+    # 12 authors -> 10 train authors x up to 4 chunks; 4 lanes (1 author x 4 blocks / 1 block a step)
+    trainer_state = json.loads(next((tmp_path / "recurrent").glob("checkpoint-*/trainer_state.json")).read_text())
+    assert trainer_state["train_batch_size"] == 4
