@@ -16,7 +16,7 @@ from train.cli import last_complete_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--synthetic_authors", "24", "--synthetic_messages", "6", "--num_train_epochs", "2", "--scratch_vocab_size",
         "300", "--scratch_hidden_size", "64", "--scratch_layers", "2", "--block_size", "32", "--max_blocks", "2",
-        "--variants", "recurrent", "--per_device_train_batch_size", "2", "--save_strategy", "steps",
+        "--variants", "recurrent", "--blocks_per_step", "0", "--per_device_train_batch_size", "2", "--save_strategy", "steps",
         "--save_steps", "3", "--save_total_limit", "3", "--eval_strategy", "no", "--dataloader_num_workers", "0"]
 
 

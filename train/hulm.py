@@ -70,17 +70,18 @@ class HuLMArguments:
                           "state), in_context (blocks alone), none (each message alone)."},
     )
 
-    blocks_per_step: int | None = field(
-        default=None,
-        metadata={"help": "Streaming schedule for the recurrent variant: each step reads this many blocks of many "
-                          "authors, each author's state carried from step to step (single process). The lanes are "
-                          "per_device_train_batch_size * max_blocks / blocks_per_step, so a step holds the tokens of "
-                          "an in_context batch. Default: whole authors per step."},
+    blocks_per_step: int = field(
+        default=1,
+        metadata={"help": "Recurrent schedule. k >= 1: streaming: every step reads k blocks of each of "
+                          "per_device_train_batch_size authors (lanes), each author's state carried from one step "
+                          "to the next (single process). 0: whole authors per step (up to max_blocks blocks each, "
+                          "HaRT's schedule; needed for multi-process runs)."},
     )
 
     def __post_init__(self):
-        if self.blocks_per_step is not None and self.blocks_per_step < 1:
-            raise ArgumentError(f"--blocks_per_step {self.blocks_per_step} is invalid: it must be at least 1")
+        if self.blocks_per_step < 0:
+            raise ArgumentError(f"--blocks_per_step {self.blocks_per_step} is invalid: it must be 0 (whole authors) "
+                                "or at least 1")
         self.variant_list = [v.strip() for v in self.variants.split(",") if v.strip()]
         unknown = [v for v in self.variant_list if v not in VARIANTS]
         if unknown or not self.variant_list:
@@ -92,9 +93,15 @@ def main(argv: list[str] | None = None) -> dict:
                    run, argv)
 
 
-def _rows_per_author(data_args: DataArguments) -> int:
-    # none / in_context batches hold rows (messages or blocks), not authors: as many as an author batch holds blocks.
-    return data_args.max_blocks or 8
+def tokens_per_step(hulm_args, data_args, authors_per_step: int, block_size: int) -> int:
+    """The tokens a recurrent step holds: every variant's batches are sized to hold about as many."""
+    return authors_per_step * (hulm_args.blocks_per_step or data_args.max_blocks or 8) * block_size
+
+
+def rows_per_step(dataset, tokens: int) -> int:
+    """How many none / in_context rows (messages or blocks, shorter than a block) hold `tokens` tokens."""
+    mean_length = sum(dataset["length"]) / max(1, len(dataset))
+    return max(1, round(tokens / max(mean_length, 1)))
 
 
 def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
@@ -130,15 +137,17 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
             print(f"\n== {variant} ==\n{train_data.report}")
         args = copy.deepcopy(training_args)
         args.output_dir = str(output_dir / variant)
+        # Same tokens per step in every variant: a none / in_context batch holds as many tokens as a recurrent one.
+        step_tokens = tokens_per_step(hulm_args, data_args, training_args.per_device_train_batch_size, block_size)
         if variant != "recurrent":
-            args.per_device_train_batch_size *= _rows_per_author(data_args)
-            args.per_device_eval_batch_size *= _rows_per_author(data_args)
+            args.per_device_train_batch_size = rows_per_step(train_data.dataset, step_tokens)
+            args.per_device_eval_batch_size = rows_per_step(
+                eval_data.dataset, tokens_per_step(hulm_args, data_args, training_args.per_device_eval_batch_size,
+                                                   block_size))
         train_dataset, collator = train_data.dataset, train_data.collator()
-        stream = variant == "recurrent" and hulm_args.blocks_per_step is not None
-        if stream:
+        stream = variant == "recurrent" and hulm_args.blocks_per_step > 0
+        if stream:  # lanes = per_device_train_batch_size authors, blocks_per_step blocks each
             train_dataset, collator = chunk_authors(train_dataset, hulm_args.blocks_per_step), StreamCollator(collator)
-            args.per_device_train_batch_size = max(
-                1, args.per_device_train_batch_size * _rows_per_author(data_args) // hulm_args.blocks_per_step)
         model = load_model(model_args, config, gradient_checkpointing=training_args.gradient_checkpointing)
         if main_process:
             print(training_report(model))

@@ -37,7 +37,10 @@ class HuLMTrainer(Trainer):
         self.stream_authors = stream_authors
         self._carrier = StateCarrier()
         if stream_authors and self.args.world_size > 1:
-            raise ValueError("the streaming schedule (--blocks_per_step) runs in a single process")
+            from train.args import ArgumentError
+
+            raise ArgumentError("the streaming schedule (--blocks_per_step k >= 1) runs in a single process: pass "
+                                "--blocks_per_step 0 (whole authors per step) for a multi-process run")
         self._diagnostics: dict[str, list[float]] = defaultdict(list)
 
     def create_optimizer(self, model=None):

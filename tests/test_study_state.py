@@ -1,0 +1,79 @@
+"""benchmarks/study_state.py end to end on a tiny synthetic study: training, scoring, the report, and reuse."""
+
+import json
+
+import pytest
+
+from benchmarks import study_state
+
+TINY = ["--data", "synthetic", "--synthetic_authors", "12", "--synthetic_messages", "6", "--synthetic_test_fraction",
+        "0.25", "--hidden_size", "64", "--layers", "2", "--vocab_size", "300", "--block_size", "32", "--max_blocks", "2",
+        "--num_train_epochs", "1", "--logging_steps", "1", "--mechanisms", "query,gate", "--bootstrap_samples", "50",
+        "--device", "cpu"]
+
+
+def _ppl_cell(cell):
+    return set(cell) == {"all", "block_1", "blocks_2+"} and all(v is None or v > 1 for v in cell.values())
+
+
+def test_study_end_to_end_and_reuse(tmp_path, capsys):
+    argv = [*TINY, "--output_dir", str(tmp_path)]
+    study = study_state.main(argv)
+    assert json.loads((tmp_path / "study.json").read_text()) == json.loads(json.dumps(study))
+    markdown = (tmp_path / "study.md").read_text()
+    assert "| recurrent[query] |" in markdown and "| recurrent[gate] |" in markdown
+    assert "| recurrent[gate] |" in capsys.readouterr().out
+
+    assert set(study) == {"settings", "data", "machine", "scoring", "mechanisms", "runs", "perplexity"}
+    assert set(study["runs"]) == {"none", "in_context", "recurrent-query", "recurrent-gate"}
+    n_tokens = study["scoring"]["num_tokens"]
+    assert n_tokens > 0 and study["scoring"]["num_authors"] == 3
+    for name, run in study["runs"].items():
+        assert run["num_tokens_scored"] == n_tokens, name  # every run scored the same tokens
+        assert not run["reused"] and run["wall_seconds"] > 0
+        budget = run["budget"]
+        assert budget["steps"] >= 1 and budget["epochs"] == pytest.approx(1.0)
+        assert budget["predicted_tokens"] == study["runs"]["in_context"]["budget"]["predicted_tokens"]
+    assert study["runs"]["recurrent-gate"]["scored_variants"] == ["recurrent[gate]", "recurrent[gate]_zeroed_state"]
+    assert set(study["perplexity"]["variants"]) == {
+        "none", "in_context", "recurrent[query]", "recurrent[query]_zeroed_state", "recurrent[gate]",
+        "recurrent[gate]_zeroed_state"}
+
+    assert [m["label"] for m in study["mechanisms"]] == ["recurrent[query]", "recurrent[gate]"]
+    for m in study["mechanisms"]:
+        assert set(m["perplexity"]) == {"none", "in_context", "recurrent", "recurrent_zeroed_state"}
+        assert all(_ppl_cell(cell) for cell in m["perplexity"].values())
+        for key in ("recurrent_minus_in_context", "recurrent_minus_zeroed"):
+            low, high = m[key]["ci95"]
+            assert low <= high and m[key]["num_authors"] == 3
+        assert isinstance(m["ablation_cost_percent"], float)
+        criterion = m["criterion"]
+        assert set(criterion) == {"recurrent_beats_in_context", "ablation_cost_at_least_3_percent", "met"}
+        assert all(type(v) is bool for v in criterion.values())
+        assert criterion["met"] == (criterion["recurrent_beats_in_context"]
+                                    and criterion["ablation_cost_at_least_3_percent"])
+        state = m["state"]
+        assert 0 < state["state_abs_mean_held_out"] < 1 and 0 < state["state_abs_mean_end_of_training"] < 1
+        assert state["injection_norm_held_out"] >= 0 and state["injection_norm_end_of_training"] >= 0
+    assert study["machine"]["torch"] and study["machine"]["platform"]
+
+    # A second call reuses every run (no training) and its cached scores: the same numbers.
+    again = study_state.main(argv)
+    assert all(run["reused"] for run in again["runs"].values())
+    assert again["mechanisms"] == study["mechanisms"]
+
+    # A finished run trained with other arguments is never silently reused.
+    with pytest.raises(SystemExit) as exit_info:
+        study_state.main([*argv, "--learning_rate", "0.01"])
+    assert exit_info.value.code == 2
+    assert "--learning_rate: (unset) -> 0.01" in capsys.readouterr().err
+
+
+def test_bad_arguments(capsys, tmp_path):
+    for argv, message in ((["--mechanisms", "telepathy"], "--mechanisms: telepathy unknown"),
+                          (["--layouts", "upside-down"], "--layouts: upside-down unknown"),
+                          (["--train_file", str(tmp_path / "nope.jsonl")], "no such file")):
+        with pytest.raises(SystemExit) as exit_info:
+            study_state.main([*argv, "--output_dir", str(tmp_path / "out")])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
