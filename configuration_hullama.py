@@ -26,11 +26,14 @@ class HuLlamaConfig(LlamaConfig):
     state `U` from block to block (HuLM). Every Llama field keeps its meaning; the HuLlama fields are:
 
     insert_layer (`int`, *optional*):
-        Index of the decoder layer whose attention query receives the author state. Defaults to about one
-        sixth of the depth (layer 2 of 12, as HaRT; 5 of 32 for Llama-3-8B).
+        Index of the decoder layer where the author state enters. Defaults to the middle (16 of 32 for
+        Llama-3-8B).
     extract_layer (`int`, *optional*):
         Index of the decoder layer whose output is pooled into the block summary that updates the state.
-        Defaults to the second-to-last layer.
+        Defaults to the layer just below `insert_layer` (15 of 32). With the extraction below the insertion, the
+        layers up to the extraction do not depend on the state, so all blocks run in one batch: a QLoRA step on an
+        8B-shaped Llama ran at 1.00x Llama's speed, against 0.66x with HaRT's layout (insert at 1/6 of the depth,
+        extract at the second-to-last layer), which any two layers can still reproduce.
     state_size (`int`, *optional*):
         Size of the author state. Defaults to `hidden_size`.
     state_pooling (`str`, defaults to `"last"`):
@@ -91,9 +94,9 @@ class HuLlamaConfig(LlamaConfig):
         super().__post_init__(**kwargs)
         # Resolve the depth-dependent defaults once, so the saved config states them explicitly.
         if self.insert_layer is None:
-            self.insert_layer = min(self.num_hidden_layers - 1, round(self.num_hidden_layers / 6))
+            self.insert_layer = self.num_hidden_layers // 2
         if self.extract_layer is None:
-            self.extract_layer = max(0, self.num_hidden_layers - 2)
+            self.extract_layer = max(0, self.insert_layer - 1)
         if self.block_size is None:
             self.block_size = min(1024, self.max_position_embeddings)
         if self.state_size is None:

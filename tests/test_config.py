@@ -9,8 +9,10 @@ from configuration_hullama import AUTO_MAP, HuLlamaConfig
 
 def test_depth_dependent_defaults_are_resolved():
     config = HuLlamaConfig(num_hidden_layers=12, hidden_size=64, num_attention_heads=4)
-    assert (config.insert_layer, config.extract_layer, config.state_size) == (2, 10, 64)
-    assert HuLlamaConfig(num_hidden_layers=32).insert_layer == 5  # Llama-3-8B
+    assert (config.insert_layer, config.extract_layer, config.state_size) == (6, 5, 64)
+    llama3 = HuLlamaConfig(num_hidden_layers=32)
+    assert (llama3.insert_layer, llama3.extract_layer) == (16, 15)  # Llama-3-8B
+    assert (HuLlamaConfig(num_hidden_layers=1).insert_layer, HuLlamaConfig(num_hidden_layers=1).extract_layer) == (0, 0)
     assert HuLlamaConfig(max_position_embeddings=256).block_size == 256
     assert HuLlamaConfig().block_size == 1024
 

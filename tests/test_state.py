@@ -8,7 +8,14 @@ from torch.testing import assert_close
 from modeling_hullama import HuLlamaForCausalLM
 
 
-def _model(**config_fields):
+# The default layout (extract below insert) runs all blocks in one batch; HaRT's (extract above insert) runs them in
+# order. Every state property must hold for both.
+LAYOUTS = {"all_at_once": {}, "in_order": {"insert_layer": 1, "extract_layer": 2}}
+layouts = pytest.mark.parametrize("layout", sorted(LAYOUTS))
+
+
+def _model(layout="all_at_once", **config_fields):
+    config_fields = {**LAYOUTS[layout], **config_fields}
     torch.manual_seed(0)
     return perturb_state_modules(HuLlamaForCausalLM(tiny_hullama_config(**config_fields))).eval()
 
@@ -17,16 +24,18 @@ def _ids(*shape, seed=0):
     return torch.randint(2, 512, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def test_state_matters_once_trained():
-    model = _model()
+@layouts
+def test_state_matters_once_trained(layout):
+    model = _model(layout)
     ids = _ids(1, 3, 12)
     zeroed = torch.zeros(1, model.config.state_size)
     with torch.no_grad():
         assert not torch.allclose(model(ids).logits[:, 1:], model(ids, author_state=zeroed).logits[:, 1:])
 
 
-def test_all_padding_block_carries_the_state_unchanged():
-    model = _model()
+@layouts
+def test_all_padding_block_carries_the_state_unchanged(layout):
+    model = _model(layout)
     ids = _ids(2, 4, 12)
     mask = torch.ones_like(ids)
     mask[0, 1] = 0  # author 0: a padding block between two real ones
@@ -41,8 +50,9 @@ def test_all_padding_block_carries_the_state_unchanged():
     assert torch.isfinite(out.logits).all()
 
 
-def test_author_outputs_do_not_depend_on_batch_mates():
-    model = _model()
+@layouts
+def test_author_outputs_do_not_depend_on_batch_mates(layout):
+    model = _model(layout)
     alone_ids = _ids(1, 2, 12, seed=1)
     alone_mask = torch.ones_like(alone_ids)
     alone_mask[0, 1, 7:] = 0
@@ -60,8 +70,9 @@ def test_author_outputs_do_not_depend_on_batch_mates():
     assert_close(batched.author_states[0, :2], alone.author_states[0])
 
 
-def test_continuing_from_a_returned_state_equals_one_pass():
-    model = _model()
+@layouts
+def test_continuing_from_a_returned_state_equals_one_pass(layout):
+    model = _model(layout)
     ids = _ids(2, 4, 12)
     with torch.no_grad():
         whole = model(ids)
@@ -72,8 +83,9 @@ def test_continuing_from_a_returned_state_equals_one_pass():
     assert_close(past.author_states, whole.author_states[:, :3])
 
 
-def test_state_modules_receive_gradients():
-    model = _model().train()
+@layouts
+def test_state_modules_receive_gradients(layout):
+    model = _model(layout).train()
     ids = _ids(2, 3, 12)
     model(ids, labels=ids).loss.backward()
     for name, param in model.model.author_state.named_parameters():
@@ -102,8 +114,9 @@ def _grads(model, ids):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
-    model = _model().train()
+@layouts
+def test_gradient_checkpointing_gives_the_same_gradients(layout):
+    model = _model(layout).train()
     ids = _ids(2, 3, 12)
     plain = _grads(model, ids)
     model.activation_checkpointing_enable()
@@ -119,12 +132,13 @@ def test_reentrant_checkpointing_is_refused():
         _model().gradient_checkpointing_enable({"use_reentrant": True})  # the deprecated alias, as peft calls it
 
 
-def test_truncated_backpropagation_cuts_the_state_gradient():
+@layouts
+def test_truncated_backpropagation_cuts_the_state_gradient(layout):
     ids = _ids(1, 3, 12)
     labels = torch.full_like(ids, -100)
     labels[:, 2] = ids[:, 2]  # only the third block is scored
     for every, reaches_start in ((0, True), (1, False)):
-        model = _model(detach_state_every=every).train()
+        model = _model(layout, detach_state_every=every).train()
         model(ids, labels=labels).loss.backward()
         grad = model.model.author_state.initial_state.grad
         assert (grad is not None and grad.abs().sum() > 0) == reaches_start

@@ -44,7 +44,7 @@ from train.trainer import HuLMTrainer  # noqa: E402
 SCRIPT = "hulm.py"
 DEFAULTS = dict(
     output_dir="outputs/hulm",
-    num_train_epochs=4,
+    num_train_epochs=3,
     per_device_train_batch_size=8,
     per_device_eval_batch_size=8,
     learning_rate=2e-4,

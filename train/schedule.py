@@ -100,11 +100,11 @@ class StateCarrier:
 
     def entering(self, state_module, authors: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
         initial = state_module.initial_states(len(authors))  # learned: first chunks train U0
-        carried = [self.states.get(int(a)) for a, c in zip(authors, chunks)]
-        if not any(s is not None and int(c) > 0 for s, c in zip(carried, chunks)):
+        carried = [self.states.get(a) if c > 0 else None for a, c in zip(authors.tolist(), chunks.tolist())]
+        if all(s is None for s in carried):
             return initial
         stored = torch.stack([s if s is not None else torch.zeros_like(initial[0]) for s in carried]).to(initial)
-        continues = ((chunks > 0) & torch.tensor([s is not None for s in carried])).to(initial.device)
+        continues = torch.tensor([s is not None for s in carried], device=initial.device)
         return torch.where(continues[:, None], stored, initial)
 
     def keep(self, authors: torch.Tensor, final_states: torch.Tensor) -> None:
