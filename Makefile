@@ -17,7 +17,7 @@ test-slow: install
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m slow
 
 demo: install
-	$(PYTHON) -m accelerate.commands.launch --num_processes 1 --cpu train/hulm.py
+	$(PYTHON) -m accelerate.commands.launch --num_processes 1 train/hulm.py
 
 bench: install
 	$(PYTHON) benchmarks/bench_model.py

@@ -14,9 +14,7 @@ resident memory over one step, each (model, K) measured in a fresh subprocess so
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from side_by_side import HEADER, compare_row, peak_of_step  # noqa: E402
 
 
 def _config(args):
@@ -38,10 +39,6 @@ def _config(args):
         max_position_embeddings=args.block,
     )
 
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
 def measure(args, kind: str, blocks: int) -> dict:
@@ -73,15 +70,7 @@ def measure(args, kind: str, blocks: int) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        base = _rss_kib()
-        step()
-        peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    peak_mib, _ = peak_of_step(step, device)
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
@@ -114,22 +103,9 @@ def main():
 
     print(f"device={args.device} dtype={args.dtype} hidden={args.hidden} layers={args.layers} "
           f"block={args.block} authors={args.authors} vocab={args.vocab} threads={args.threads}")
-    print(f"{'K':>3} {'llama tok/s':>12} {'hullama tok/s':>14} {'speed ratio':>12} "
-          f"{'llama MiB':>10} {'hullama MiB':>12} {'memory ratio':>13}")
-    rows = []
+    print(f"{'K':>3} {HEADER}")
     child_args = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("json", "_one")]
-    for blocks in (int(k) for k in args.blocks.split(",")):
-        result = {"K": blocks}
-        for kind in ("llama", "hullama"):
-            done = subprocess.run([sys.executable, __file__, *child_args, "--_one", f"{kind}:{blocks}"],
-                                  capture_output=True, text=True, check=True)
-            result[kind] = json.loads(done.stdout.strip().splitlines()[-1])
-        result["speed_ratio"] = result["hullama"]["tokens_per_s"] / result["llama"]["tokens_per_s"]
-        result["memory_ratio"] = result["hullama"]["peak_mib"] / max(result["llama"]["peak_mib"], 1e-9)
-        rows.append(result)
-        print(f"{blocks:>3} {result['llama']['tokens_per_s']:>12.0f} {result['hullama']['tokens_per_s']:>14.0f} "
-              f"{result['speed_ratio']:>11.2f}x {result['llama']['peak_mib']:>10.0f} "
-              f"{result['hullama']['peak_mib']:>12.0f} {result['memory_ratio']:>12.2f}x", flush=True)
+    rows = [{"K": k, **compare_row(__file__, child_args, str(k), f"{k:>3}")} for k in map(int, args.blocks.split(","))]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

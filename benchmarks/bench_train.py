@@ -16,9 +16,7 @@ process's peak resident memory over the first step, each (model, quantization) i
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +24,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from side_by_side import HEADER, compare_row, peak_of_step  # noqa: E402
 
 SHAPES = {
     "small": dict(vocab_size=8192, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
@@ -50,10 +51,6 @@ def save_random_base(shape: str, folder: Path, device: str) -> Path:
     del model
     return folder
 
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
 def measure(args, kind: str, quantization: str) -> dict:
@@ -98,26 +95,15 @@ def measure(args, kind: str, quantization: str) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20
-        weights_mib = base / 2**20
-    else:
-        base = _rss_kib()
-        step()
-        peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-        weights_mib = base / 1024
+    peak_mib, resident_mib = peak_of_step(step, device)
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    return {"tokens_per_s": ids.numel() / seconds, "step_s": seconds, "peak_step_mib": peak_mib,
-            "resident_mib": weights_mib}
+    return {"tokens_per_s": ids.numel() / seconds, "step_s": seconds, "peak_mib": peak_mib,
+            "resident_mib": resident_mib}
 
 
 def main():
@@ -152,26 +138,11 @@ def main():
           f"lora_r={args.lora_r} gradient_checkpointing={args.gradient_checkpointing} "
           f"insert_layer={args.insert_layer} extract_layer={args.extract_layer} "
           f"tokens/step={args.authors * args.blocks * args.block}")
-    print(f"{'quant':>6} {'llama tok/s':>12} {'hullama tok/s':>14} {'speed ratio':>12} {'llama MiB':>10} "
-          f"{'hullama MiB':>12} {'memory ratio':>13}")
+    print(f"{'quant':>6} {HEADER}")
     child = [f"--{k}={v}" for k, v in vars(args).items()
              if k not in ("json", "_one", "gradient_checkpointing") and v is not None]
     child += ["--gradient_checkpointing"] if args.gradient_checkpointing else []
-    rows = []
-    for quantization in args.quantization.split(","):
-        row = {"quantization": quantization}
-        for kind in ("llama", "hullama"):
-            done = subprocess.run([sys.executable, __file__, *child, "--_one", f"{kind}:{quantization}"],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"{kind}/{quantization} failed:\n{done.stderr[-3000:]}")
-            row[kind] = json.loads(done.stdout.strip().splitlines()[-1])
-        row["speed_ratio"] = row["hullama"]["tokens_per_s"] / row["llama"]["tokens_per_s"]
-        row["memory_ratio"] = row["hullama"]["peak_step_mib"] / max(row["llama"]["peak_step_mib"], 1e-9)
-        rows.append(row)
-        print(f"{quantization:>6} {row['llama']['tokens_per_s']:>12.0f} {row['hullama']['tokens_per_s']:>14.0f} "
-              f"{row['speed_ratio']:>11.2f}x {row['llama']['peak_step_mib']:>10.0f} "
-              f"{row['hullama']['peak_step_mib']:>12.0f} {row['memory_ratio']:>12.2f}x", flush=True)
+    rows = [{"quantization": q, **compare_row(__file__, child, q, f"{q:>6}")} for q in args.quantization.split(",")]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -22,6 +22,18 @@ def _sentences(n: int, seed: int = 0):
         yield " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 15)))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine extra threads wait on each other (10-20x
+    slower). Subprocesses get the same through OMP_NUM_THREADS=1 in `make test`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """A byte-level BPE (vocab 512) trained on generated sentences; eos is the message separator."""

@@ -34,14 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 BLOCK = 48
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared CPU oversubscribed by two threads is 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def corpus():

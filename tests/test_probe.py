@@ -22,14 +22,6 @@ BLOCK = 64
 FRACTIONS = {"train": 0.5, "dev": 0.25, "test": 0.25}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared CPU oversubscribed by two threads is 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def frame():

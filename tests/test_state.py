@@ -183,7 +183,7 @@ def test_extract_below_insert_runs_all_blocks_at_once_with_the_same_results(mech
     at_once.loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    state, logits, losses = None, [], []
+    state, logits = None, []
     for k in range(3):  # one block per call: the cached, in-order path
         out = model(ids[:, k], attention_mask=mask[:, k], author_state=state, use_cache=True)
         state, logits = out.final_author_state, logits + [out.logits]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.hub_server import HubServer, hub_server  # noqa: F401 - `hub_server` is a fixture
+from tests.hub_server import hub_server  # noqa: F401 - `hub_server` is a fixture
 from train.hub import HubPushError, push_training_output
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

@@ -16,10 +16,8 @@ import math
 from collections import defaultdict
 
 import numpy as np
-import torch
-from transformers import Trainer
-
 from torch.utils.data import DataLoader
+from transformers import Trainer
 
 from train.qlora import FULLY_TRAINED_MODULES
 from train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier
