@@ -14,9 +14,7 @@ resident memory over one step, each (model, K) measured in a fresh subprocess so
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from side_by_side import HEADER, compare_row, peak_of_step  # noqa: E402
+from side_by_side import HEADER, compare_row, median_seconds, peak_of_step  # noqa: E402
 
 
 def _config(args):
@@ -71,12 +69,7 @@ def measure(args, kind: str, blocks: int) -> dict:
             torch.cuda.synchronize()
 
     peak_mib, _ = peak_of_step(step, device)
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    seconds = median_seconds(step, args.steps)
     return {"tokens_per_s": ids.numel() / seconds, "step_s": seconds, "peak_mib": peak_mib}
 
 

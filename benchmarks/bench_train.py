@@ -16,9 +16,7 @@ process's peak resident memory over the first step, each (model, quantization) i
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from side_by_side import HEADER, compare_row, peak_of_step  # noqa: E402
+from side_by_side import HEADER, compare_row, median_seconds, peak_of_step  # noqa: E402
 
 SHAPES = {
     "small": dict(vocab_size=8192, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
@@ -96,12 +94,7 @@ def measure(args, kind: str, quantization: str) -> dict:
             torch.cuda.synchronize()
 
     peak_mib, resident_mib = peak_of_step(step, device)
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    seconds = median_seconds(step, args.steps)
     return {"tokens_per_s": ids.numel() / seconds, "step_s": seconds, "peak_mib": peak_mib,
             "resident_mib": resident_mib}
 

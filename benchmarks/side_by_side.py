@@ -6,8 +6,10 @@ model never shows in another's.
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -33,6 +35,16 @@ def peak_of_step(step, device: torch.device) -> tuple[float, float]:
     base = rss_kib()
     step()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, base / 1024
+
+
+def median_seconds(step, repeats: int) -> float:
+    """The median wall time of `repeats` calls of `step` (which synchronises the device itself)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def compare_row(script: str, child_args: list[str], setting: str, label: str) -> dict:
