@@ -16,6 +16,21 @@ from train.hub import HubPushError
 # Errors a user can fix from the command line: printed as one line, exit status 2, no traceback.
 USER_ERRORS = (ArgumentError, CorpusError, HubPushError, FileNotFoundError)
 SCRATCH_LEARNING_RATE = 2e-3
+# TrainingArguments defaults both scripts share (an explicit flag or YAML value still wins).
+TRAINING_DEFAULTS = dict(
+    per_device_train_batch_size=8,
+    per_device_eval_batch_size=8,
+    learning_rate=2e-4,
+    warmup_steps=0.05,
+    weight_decay=0.01,
+    logging_steps=10,
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    save_total_limit=2,
+    report_to="none",
+    remove_unused_columns=False,  # the collators need every column the Trainer would drop
+    seed=42,
+)
 
 
 def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable, argv: list[str] | None = None):

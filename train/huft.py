@@ -31,7 +31,7 @@ from transformers import EarlyStoppingCallback, TrainingArguments, set_seed  # n
 
 from train.args import ArgumentError, DataArguments, HubArguments, ModelArguments, save_run_args  # noqa: E402
 from train.blocks import VARIANTS, BlockConfig, build_blocks  # noqa: E402
-from train.cli import resume_point, run_cli  # noqa: E402
+from train.cli import TRAINING_DEFAULTS, resume_point, run_cli  # noqa: E402
 from train.corpus import SEMEVAL_SENTIMENT_ALIASES  # noqa: E402
 from train.data_setup import load_corpora  # noqa: E402
 from train.hub import push_training_output  # noqa: E402
@@ -42,21 +42,10 @@ from train.trainer import HuLMTrainer, classification_metrics  # noqa: E402
 SCRIPT = "huft.py"
 LABEL_ALIASES = {"none": None, "semeval_sentiment": SEMEVAL_SENTIMENT_ALIASES}
 DEFAULTS = dict(
+    TRAINING_DEFAULTS,
     output_dir="outputs/huft",
     num_train_epochs=10,
-    per_device_train_batch_size=8,
-    per_device_eval_batch_size=8,
-    learning_rate=2e-4,
-    warmup_steps=0.05,
-    weight_decay=0.01,
-    logging_steps=10,
-    eval_strategy="epoch",
-    save_strategy="epoch",
-    save_total_limit=2,
     load_best_model_at_end=True,
-    report_to="none",
-    remove_unused_columns=False,
-    seed=42,
 )
 
 

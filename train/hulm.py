@@ -33,7 +33,7 @@ from transformers import TrainingArguments, set_seed  # noqa: E402
 
 from train.args import ArgumentError, DataArguments, HubArguments, ModelArguments, save_run_args  # noqa: E402
 from train.blocks import VARIANTS, BlockConfig, build_blocks  # noqa: E402
-from train.cli import resume_point, run_cli  # noqa: E402
+from train.cli import TRAINING_DEFAULTS, resume_point, run_cli  # noqa: E402
 from train.data_setup import load_corpora  # noqa: E402
 from train.hub import push_training_output  # noqa: E402
 from train.output import save_output, write_model_card  # noqa: E402
@@ -43,22 +43,11 @@ from train.trainer import HuLMTrainer  # noqa: E402
 
 SCRIPT = "hulm.py"
 DEFAULTS = dict(
+    TRAINING_DEFAULTS,
     output_dir="outputs/hulm",
     num_train_epochs=3,
-    per_device_train_batch_size=8,
-    per_device_eval_batch_size=8,
-    learning_rate=2e-4,
-    warmup_steps=0.05,
     lr_scheduler_type="cosine",
-    weight_decay=0.01,
-    logging_steps=10,
-    eval_strategy="epoch",
-    save_strategy="epoch",
-    save_total_limit=2,
-    report_to="none",
-    remove_unused_columns=False,
     prediction_loss_only=True,
-    seed=42,
 )
 
 
