@@ -270,3 +270,27 @@ def test_bad_files(tmp_path):
         load_corpus(tmp_path / "empty_folder", cache_dir=str(tmp_path / "hf"))
     with pytest.raises(ValueError, match="task must be"):
         load_corpus(pd.DataFrame(RECORDS), task="stance")
+
+
+def test_a_list_of_files_is_one_corpus_in_time_order(tmp_path):
+    commits, tweets = tmp_path / "commits.jsonl", tmp_path / "tweets.csv"
+    commits.write_text(
+        '{"user_id": "a", "message": "second", "timestamp": "2020-01-02T00:00:00+00:00"}\n'
+        '{"user_id": "b", "message": "only", "timestamp": "2020-01-01T00:00:00+00:00"}\n')
+    tweets.write_text("user_id,message,timestamp,label\na,first,2020-01-01 00:00:00,\na,third,,\n")
+    corpus = load_corpus([commits, tweets], task="lm")
+    assert corpus.source == f"{commits} + {tweets}"
+    frame = corpus.frame
+    assert frame[frame.user_id == "a"].message.tolist() == ["first", "second", "third"]
+    assert sorted(corpus.authors) == ["a", "b"]
+
+
+def test_a_bad_row_in_the_second_file_names_that_file_and_line(tmp_path):
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text('{"user_id": 1, "message": "fine"}\n')
+    bad.write_text('{"user_id": 2, "message": "fine"}\n{"user_id": null, "message": "who?"}\n')
+    with pytest.raises(CorpusError) as info:
+        load_corpus([good, bad], task="lm")
+    assert f"{bad} line 2" in str(info.value) and "missing author id" in str(info.value)
+    with pytest.raises(CorpusError, match="empty list"):
+        load_corpus([], task="lm")

@@ -64,3 +64,24 @@ def test_yaml_arguments_and_saved_run_args(tmp_path):
     saved = json.loads((tmp_path / "out" / "run_args.json").read_text())
     assert saved["TrainingArguments"]["learning_rate"] == 0.001
     assert saved["DataArguments"]["block_size"] == 32
+
+
+def test_huft_task_name_errors(capsys, tmp_path):
+    line = _one_line_error(capsys, huft.main, ["--task_name", "stance_abortoin", "--output_dir", str(tmp_path)])
+    assert line.startswith("huft.py: error: --task_name:") and "stance_abortion" in line
+    data = tmp_path / "no-data"
+    data.mkdir()
+    line = _one_line_error(capsys, huft.main, ["--task_name", "sentiment", "--data_dir", str(data), *TINY,
+                                               "--output_dir", str(tmp_path / "o")])
+    assert "--task_name sentiment:" in line and "sent_dev.jsonl" in line
+    corpus = tmp_path / "a.jsonl"
+    corpus.write_text('{"user_id": 1, "message": "hi", "label": "favor"}\n')
+    line = _one_line_error(capsys, huft.main, ["--task_name", "sentiment", "--train_file", str(corpus),
+                                               "--output_dir", str(tmp_path / "o")])
+    assert "leave out --train_file and --validation_file" in line
+
+
+def test_several_train_files_are_one_corpus(capsys, tmp_path):
+    first = tmp_path / "a.jsonl"
+    first.write_text("")
+    assert "no such file" in _one_line_error(capsys, hulm.main, ["--train_file", f"{first},{tmp_path / 'x.jsonl'}"])

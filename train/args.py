@@ -96,15 +96,21 @@ class ModelArguments:
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
+def split_paths(value: str | None) -> list[str]:
+    """A comma-separated list of files (the data arguments' way of naming several)."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
 @dataclass
 class DataArguments:
     train_file: str | None = field(
         default=None,
-        metadata={"help": "Author corpus (CSV, JSON Lines, Parquet or a datasets folder). Default: the embedded "
-                          "synthetic corpus."},
+        metadata={"help": "Author corpus (CSV, JSON Lines, Parquet or a datasets folder; several as a "
+                          "comma-separated list, read as one corpus). Default: the embedded synthetic corpus."},
     )
     validation_file: str | None = field(
-        default=None, metadata={"help": "Held-out authors. Default: a split of the training authors."}
+        default=None, metadata={"help": "Held-out authors (one or a comma-separated list of files). Default: a split "
+                                        "of the training authors."}
     )
     user_column: str = field(default="user_id", metadata={"help": "Author id column."})
     message_column: str = field(default="message", metadata={"help": "Message text column."})
@@ -124,9 +130,9 @@ class DataArguments:
 
     def __post_init__(self):
         for name in ("train_file", "validation_file"):
-            path = getattr(self, name)
-            if path and "://" not in path and not Path(path).exists():
-                raise ArgumentError(f"--{name} {path}: no such file or folder")
+            for path in split_paths(getattr(self, name)):
+                if "://" not in path and not Path(path).exists():
+                    raise ArgumentError(f"--{name} {path}: no such file or folder")
         if not 0 < self.validation_fraction < 1:
             raise ArgumentError(f"--validation_fraction {self.validation_fraction} must be in (0, 1)")
         if self.block_size is not None and self.block_size < 2:

@@ -176,7 +176,7 @@ class _Raw:
     row_names: list[Any]
 
     def where(self, position: int) -> str:
-        return f"{self.unit} {self.row_names[position]}"
+        return f"{self.unit} {self.row_names[position]}".strip()
 
     def error(self, problem: str, position: int | None = None, column: str | None = None) -> CorpusError:
         return CorpusError(self.source, problem, row=None if position is None else self.where(position), column=column)
@@ -270,8 +270,11 @@ def _read_source(source: Any, split: str | None, cache_dir: str | None) -> _Raw:
     if isinstance(source, datasets.Dataset):
         name = f"Dataset {source.info.dataset_name or ''}".strip()
         return _Raw(source.to_pandas(), name, "row", list(range(len(source))))
+    if isinstance(source, (list, tuple)):
+        return _read_many(source, split, cache_dir)
     if not isinstance(source, (str, Path)):
-        raise CorpusError(type(source).__name__, "expected a path, a pandas DataFrame or a datasets.Dataset")
+        raise CorpusError(type(source).__name__, "expected a path, a list of paths, a pandas DataFrame or a "
+                                                 "datasets.Dataset")
     path = Path(source)
     if not path.exists():
         raise CorpusFileNotFoundError(path, "no such file or folder")
@@ -293,6 +296,17 @@ def _read_source(source: Any, split: str | None, cache_dir: str | None) -> _Raw:
             raise CorpusError(path, f"not a readable Parquet file ({e})") from None
         return _Raw(frame, str(path), "row", list(range(len(frame))))
     raise CorpusError(path, f"unknown file type '{path.suffix}': expected one of {', '.join(SUPPORTED_SUFFIXES)}")
+
+
+def _read_many(sources: list | tuple, split: str | None, cache_dir: str | None) -> _Raw:
+    """Several sources as one corpus, in the order given (an author may have messages in several files); every
+    row keeps its file and line for error messages."""
+    if not sources:
+        raise CorpusError("[]", "an empty list of sources")
+    parts = [_read_source(source, split, cache_dir) for source in sources]
+    frame = pd.concat([part.frame for part in parts], ignore_index=True)
+    names = [f"{part.source} {part.unit} {name}" for part in parts for name in part.row_names]
+    return _Raw(frame, " + ".join(part.source for part in parts), "", names)
 
 
 # --------------------------------------------------------------------------------------------- checking
@@ -436,7 +450,8 @@ def load_corpus(
     """Read, check and order an author corpus.
 
     source: a path (.jsonl/.ndjson/.json, .csv, .tsv, .parquet), a folder for `datasets.load_dataset` (with
-        `split` and `cache_dir`), a pandas DataFrame or a `datasets.Dataset`.
+        `split` and `cache_dir`), a list of such paths (read as one corpus, in order), a pandas DataFrame or a
+        `datasets.Dataset`.
     columns: source column names (ColumnNames or a dict overriding some of its defaults).
     task: "lm" (labels ignored), "message" (a label on some messages; null/NaN = unlabelled history) or
         "author" (one label per author: every non-null label of an author must agree, and each author needs one).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from train.args import DataArguments
+from train.args import DataArguments, split_paths
 from train.corpus import ColumnNames, Corpus, load_corpus, split_by_author
 from train.synthetic import synthetic_corpus
 
@@ -24,10 +24,12 @@ def load_corpora(data_args: DataArguments, *, task: str, seed: int, **corpus_kwa
         frame = synthetic_corpus(data_args.synthetic_authors, data_args.synthetic_messages, seed=seed)
         source, columns = frame, ColumnNames(label="label" if with_label else None)
     else:
-        source = data_args.train_file
+        files = split_paths(data_args.train_file)
+        source = files if len(files) > 1 else files[0]
     corpus = load_corpus(source, columns=columns, task=task, **corpus_kwargs)
     if data_args.validation_file:
-        held_out = load_corpus(data_args.validation_file, columns=columns, task=task, split="validation",
+        files = split_paths(data_args.validation_file)
+        held_out = load_corpus(files if len(files) > 1 else files[0], columns=columns, task=task, split="validation",
                                labels=list(corpus.label2id) if corpus.label2id else None, **corpus_kwargs)
         train = corpus
     else:

