@@ -4,7 +4,8 @@ Trains, one run at a time and each from the same seed, data and schedule (train/
   none        each message alone (the ecological-fallacy baseline)
   in_context  the author's blocks alone, no state
   recurrent   one run per state mechanism (--mechanisms), x each --state_lr_scale, x each --layout:
-                default      the config's insert_layer (about L/6) and extract_layer (L-2)
+                default      the config's insert_layer and extract_layer (L//2 and L//2 - 1 since the default
+                             changed; the first numpy study's default runs used HaRT's L/6 and L-2)
                 low-extract  insert_layer = L//2, extract_layer = L//2 - 1 (extraction below insertion: the model
                              runs all blocks of a chunk in parallel)
 then loads every trained model and scores the SAME held-out authors on exactly the same predicted tokens

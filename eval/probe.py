@@ -43,6 +43,7 @@ import math  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Mapping, Sequence  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -134,6 +135,13 @@ def extract(model, tokenizer, spec: TaskSpec, corpus: Corpus, *, layer: int = -1
     return author_features(model, tokenizer, corpus, source=author_source, **common)
 
 
+def relabel(features: Features, corpus: Corpus) -> Features:
+    """The same author features with the labels of another author task on the same authors."""
+    label = dict(zip(corpus.frame["user_id"], corpus.frame["label"]))
+    y = np.asarray([label[u] for u in features.user_ids], dtype=np.float64 if corpus.regression else np.int64)
+    return replace(features, y=y)
+
+
 def _label_count(spec: TaskSpec, corpus: Corpus) -> int:
     if spec.level == "author":
         return corpus.frame["user_id"].nunique()
@@ -185,6 +193,7 @@ def probe_tasks(models: Mapping[str, tuple[Any, Any]],
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # tokenization bars for every split would drown the probe's own
     modes = {name: model.training for name, (model, _) in models.items()}
+    shared: dict[tuple, Features] = {}
     try:
         for task, (spec, splits) in loaded.items():
             missing = [s for s in SPLITS if s not in splits]
@@ -195,11 +204,18 @@ def probe_tasks(models: Mapping[str, tuple[Any, Any]],
             for name, (model, tokenizer) in models.items():
                 model.eval()
                 t0 = time.perf_counter()
-                with torch.inference_mode():
-                    feats = {s: extract(model, tokenizer, spec, splits[s], layer=layer, message_context=message_context,
-                                        author_source=author_features, block_size=block_size, max_blocks=max_blocks,
-                                        batch_size=batch_size, blocks_per_forward=blocks_per_forward,
-                                        progress=progress) for s in SPLITS}
+                feats = {}
+                for s in SPLITS:
+                    # author tasks on the same files (region, first year) share one forward pass per split
+                    key = (name, spec.level, tuple(sorted(spec.files.items())), s)
+                    if spec.level == "author" and key in shared:
+                        feats[s] = relabel(shared[key], splits[s])
+                        continue
+                    with torch.inference_mode():
+                        feats[s] = shared[key] = extract(
+                            model, tokenizer, spec, splits[s], layer=layer, message_context=message_context,
+                            author_source=author_features, block_size=block_size, max_blocks=max_blocks,
+                            batch_size=batch_size, blocks_per_forward=blocks_per_forward, progress=progress)
                 result = fit_probe(feats["train"], feats["dev"], feats["test"], metric=spec.metric,
                                    regression=spec.regression, seed=seed)
                 # labels the features could not reach (max_blocks truncation, messages with no tokens)

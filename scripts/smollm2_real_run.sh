@@ -9,13 +9,14 @@
 # Sized for a 2-core CPU (about 1.5 hours in all); on a GPU raise HULM_STEPS and drop the caps.
 # Outputs under $OUT (default outputs/smollm2).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "${REPO:-$(dirname "$0")/..}"   # REPO: the checkout, when this script runs from a copy
 OUT=${OUT:-outputs/smollm2}
 DATA=${DATA:-../shared/data}
 BASE=${BASE:-$HOME/.cache/hullama/smollm2-135m}
 STAGES=${STAGES:-"prepare hulm perplexity probe huft"}
-HULM_STEPS=${HULM_STEPS:-100}        # optimizer steps per variant, 4 lanes x 1 block of 256 tokens each
-HUFT_EPOCHS=${HUFT_EPOCHS:-2}
+HULM_STEPS=${HULM_STEPS:-120}        # optimizer steps per variant, 4 lanes x 1 block of 256 tokens each
+HUFT_EPOCHS=${HUFT_EPOCHS:-1}
+HUFT_BLOCK=${HUFT_BLOCK:-128}     # HuFT: up to 2 blocks of history per labelled author
 HUFT_TASKS=${HUFT_TASKS:-"stance_abortion stance_atheism stance_climate stance_clinton stance_feminism sentiment"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
@@ -41,7 +42,7 @@ fi
 if stage perplexity; then  # all three variants with one model: the base, then HuLM-pre-trained (recurrent)
   for corpus in numpy_test:"$DATA/commits/numpy_test.jsonl" tweets_dev:"$OUT/data/hart_history_dev.jsonl"; do
     name=${corpus%%:*} file=${corpus#*:}
-    timed "ppl_base_$name" python eval/perplexity.py --model "$BASE" --as_hullama --data "$file" \
+    [[ -f $OUT/perplexity/base_$name/perplexity.json ]] || timed "ppl_base_$name" python eval/perplexity.py --model "$BASE" --as_hullama --data "$file" \
       --block_size 256 --max_blocks 8 --max_authors 24 --no_zeroed_state --output_dir "$OUT/perplexity/base_$name"
     timed "ppl_hulm_$name" python eval/perplexity.py --model "$OUT/hulm/hullama-base" --adapter "$OUT/hulm/recurrent" \
       --data "$file" --block_size 256 --max_blocks 8 --max_authors 24 --output_dir "$OUT/perplexity/hulm_$name"
@@ -52,19 +53,18 @@ if stage probe; then  # the eight tasks, frozen features + a linear model, base 
   timed probe python eval/probe.py --data_dir "$DATA" \
     --model "$BASE" --as_hullama yes --adapter none --name SmolLM2-135M \
     --model "$OUT/hulm/hullama-base" --as_hullama yes --adapter "$OUT/hulm/recurrent" --name SmolLM2-135M-HuLM \
-    --block_size 256 --max_blocks 2 --output_dir "$OUT/probe"
+    --block_size 256 --max_blocks 1 --output_dir "$OUT/probe"
 fi
 
 if stage huft; then  # HuFT (recurrent, from the HuLM adapter) against standard fine-tuning (none, from the base)
+  common=(--data_dir "$DATA" --quantization nf4 --compute_dtype float32 --block_size "$HUFT_BLOCK" --max_blocks 2
+          --eval_max_blocks 2 --num_train_epochs "$HUFT_EPOCHS" --learning_rate 5e-4 --per_device_train_batch_size 8
+          --train_sampling_strategy group_by_length --eval_strategy epoch --save_strategy epoch --save_total_limit 1
+          --logging_steps 10)
   for task in $HUFT_TASKS; do
-    timed "huft_${task}_none" python train/huft.py --task_name "$task" --data_dir "$DATA" --base_model "$BASE" \
-      --author_context none --quantization nf4 --compute_dtype float32 --block_size 256 --max_blocks 2 --eval_max_blocks 2 \
-      --num_train_epochs "$HUFT_EPOCHS" --learning_rate 2e-4 --per_device_train_batch_size 8 \
-      --eval_strategy epoch --save_strategy epoch --save_total_limit 1 --output_dir "$OUT/huft/$task/none"
-    timed "huft_${task}_recurrent" python train/huft.py --task_name "$task" --data_dir "$DATA" \
-      --adapter "$OUT/hulm/recurrent" --author_context recurrent --quantization nf4 --compute_dtype float32 \
-      --block_size 256 --max_blocks 2 --eval_max_blocks 2 --num_train_epochs "$HUFT_EPOCHS" --learning_rate 2e-4 \
-      --per_device_train_batch_size 8 --eval_strategy epoch --save_strategy epoch --save_total_limit 1 \
-      --output_dir "$OUT/huft/$task/recurrent"
+    timed "huft_${task}_none" python train/huft.py --task_name "$task" --base_model "$BASE" --author_context none \
+      "${common[@]}" --output_dir "$OUT/huft/$task/none"
+    timed "huft_${task}_recurrent" python train/huft.py --task_name "$task" --adapter "$OUT/hulm/recurrent" \
+      --author_context recurrent "${common[@]}" --output_dir "$OUT/huft/$task/recurrent"
   done
 fi

@@ -2,6 +2,7 @@
 select on dev and score on test, two models compare in one table, and the CLI runs end to end on task files."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,23 @@ def test_real_stance_task_with_tiny_models(shared_data, tokenizer, models):
         assert stance[name]["n_test"] == n_test and stance[name]["labels_dropped"] == {"train": 0, "dev": 0, "test": 0}
         assert 0 <= stance[name]["test"] <= 1
         assert region[name]["n_test"] == 24 and 0 <= region[name]["test"] <= 1
+
+
+def test_author_tasks_on_the_same_files_share_one_forward_pass(age, tokenizer, models):
+    hullama, _ = models
+    splits = split_by_author(age, FRACTIONS)
+    negated = {s: replace(c, frame=c.frame.assign(label=-c.frame["label"])) for s, c in splits.items()}
+    spec = TaskSpec("age", "author", "pearson_r", {"train": "same.jsonl"}, {})
+    calls = []
+    hook = hullama.get_input_embeddings().register_forward_hook(lambda *_: calls.append(1))
+    try:
+        one = probe_tasks({"m": (hullama, tokenizer)}, {"age": (spec, splits)}, block_size=BLOCK, progress=False)
+        alone = len(calls)
+        both = probe_tasks({"m": (hullama, tokenizer)}, {"age": (spec, splits), "minus_age": (spec, negated)},
+                           block_size=BLOCK, progress=False)
+    finally:
+        hook.remove()
+    assert alone > 0 and len(calls) == 2 * alone  # the second task reused the first one's features
+    assert both["results"]["age"]["m"]["test"] == pytest.approx(one["results"]["age"]["m"]["test"])
+    # ridge on -y predicts -prediction: Pearson r is unchanged, so the relabelled features are the same ones
+    assert both["results"]["minus_age"]["m"]["test"] == pytest.approx(one["results"]["age"]["m"]["test"], abs=1e-6)
