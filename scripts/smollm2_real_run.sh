@@ -6,7 +6,7 @@
 #   bash scripts/smollm2_real_run.sh                  # every stage
 #   STAGES="probe huft" bash scripts/smollm2_real_run.sh
 #
-# Sized for a 2-core CPU (about 1.5 hours in all); on a GPU raise HULM_STEPS and drop the caps.
+# Sized for a 2-core CPU (about 2.5 hours in all); on a GPU raise HULM_STEPS and drop the caps.
 # Outputs under $OUT (default outputs/smollm2).
 set -euo pipefail
 cd "${REPO:-$(dirname "$0")/..}"   # REPO: the checkout, when this script runs from a copy
@@ -17,6 +17,8 @@ STAGES=${STAGES:-"prepare hulm perplexity probe huft"}
 HULM_STEPS=${HULM_STEPS:-120}        # optimizer steps per variant, 4 lanes x 1 block of 256 tokens each
 HUFT_EPOCHS=${HUFT_EPOCHS:-1}
 HUFT_BLOCK=${HUFT_BLOCK:-128}     # HuFT: up to 2 blocks of history per labelled author
+PPL_CORPORA=${PPL_CORPORA:-"numpy_test:$DATA/commits/numpy_test.jsonl"}  # name:file ...; also e.g.
+#   tweets_dev:$OUT/data/hart_history_dev.jsonl (the held-out authors' history tweets)
 HUFT_TASKS=${HUFT_TASKS:-"stance_abortion stance_atheism stance_climate stance_clinton stance_feminism sentiment"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
@@ -36,24 +38,29 @@ if stage hulm; then  # recurrent and none, the same steps and tokens per step; h
     --validation_file "$DATA/commits/numpy_test.jsonl" --block_size 256 --max_blocks 8 --eval_max_blocks 8 \
     --variants recurrent,none --per_device_train_batch_size 4 --per_device_eval_batch_size 4 \
     --max_steps "$HULM_STEPS" --learning_rate 2e-4 --warmup_steps 0.05 --logging_steps 10 --save_strategy no \
+    --gradient_checkpointing \
     --output_dir "$OUT/hulm"
 fi
 
 if stage perplexity; then  # all three variants with one model: the base, then HuLM-pre-trained (recurrent)
-  for corpus in numpy_test:"$DATA/commits/numpy_test.jsonl" tweets_dev:"$OUT/data/hart_history_dev.jsonl"; do
+  for corpus in $PPL_CORPORA; do
     name=${corpus%%:*} file=${corpus#*:}
     [[ -f $OUT/perplexity/base_$name/perplexity.json ]] || timed "ppl_base_$name" python eval/perplexity.py --model "$BASE" --as_hullama --data "$file" \
       --block_size 256 --max_blocks 8 --max_authors 24 --no_zeroed_state --output_dir "$OUT/perplexity/base_$name"
     timed "ppl_hulm_$name" python eval/perplexity.py --model "$OUT/hulm/hullama-base" --adapter "$OUT/hulm/recurrent" \
-      --data "$file" --block_size 256 --max_blocks 8 --max_authors 24 --output_dir "$OUT/perplexity/hulm_$name"
+      --tokenizer "$BASE" --data "$file" --block_size 256 --max_blocks 8 --max_authors 24 \
+      --output_dir "$OUT/perplexity/hulm_$name"
+    timed "ppl_nonetrained_$name" python eval/perplexity.py --model "$OUT/hulm/hullama-base" \
+      --adapter "$OUT/hulm/none" --tokenizer "$BASE" --variants none --data "$file" --block_size 256 --max_blocks 8 --max_authors 24 \
+      --output_dir "$OUT/perplexity/nonetrained_$name"
   done
 fi
 
 if stage probe; then  # the eight tasks, frozen features + a linear model, base against HuLM-pre-trained
-  timed probe python eval/probe.py --data_dir "$DATA" \
+  timed probe python eval/probe.py --data_dir "$DATA" --tokenizer "$BASE" \
     --model "$BASE" --as_hullama yes --adapter none --name SmolLM2-135M \
     --model "$OUT/hulm/hullama-base" --as_hullama yes --adapter "$OUT/hulm/recurrent" --name SmolLM2-135M-HuLM \
-    --block_size 256 --max_blocks 1 --output_dir "$OUT/probe"
+    --block_size 128 --max_blocks 1 --output_dir "$OUT/probe"
 fi
 
 if stage huft; then  # HuFT (recurrent, from the HuLM adapter) against standard fine-tuning (none, from the base)

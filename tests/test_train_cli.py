@@ -85,3 +85,10 @@ def test_several_train_files_are_one_corpus(capsys, tmp_path):
     first = tmp_path / "a.jsonl"
     first.write_text("")
     assert "no such file" in _one_line_error(capsys, hulm.main, ["--train_file", f"{first},{tmp_path / 'x.jsonl'}"])
+
+
+def test_huft_on_a_model_that_cannot_take_a_llama_classification_head(capsys, tmp_path):
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path)
+    line = _one_line_error(capsys, huft.main, ["--base_model", str(tmp_path), "--task_name", "stance_abortion",
+                                               "--output_dir", str(tmp_path / "o")])
+    assert "is a 'gpt2' model: HuLlama needs a Llama-architecture base" in line

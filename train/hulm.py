@@ -129,6 +129,10 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
         # Same tokens per step in every variant: a none / in_context batch holds as many tokens as a recurrent one.
         step_tokens = tokens_per_step(hulm_args, data_args, training_args.per_device_train_batch_size, block_size)
         if variant != "recurrent":
+            # Rows of similar length share a batch: padded to the longest of ~36 random messages, a none step
+            # computed about 9x the tokens it holds (measured on the numpy commits + tweets, block 256).
+            if args.train_sampling_strategy == "random":
+                args.train_sampling_strategy = "group_by_length"
             args.per_device_train_batch_size = rows_per_step(train_data.dataset, step_tokens)
             args.per_device_eval_batch_size = rows_per_step(
                 eval_data.dataset, tokens_per_step(hulm_args, data_args, training_args.per_device_eval_batch_size,
