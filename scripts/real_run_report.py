@@ -64,7 +64,7 @@ def training_comparison(run_dir: Path) -> list[str]:
     """The recurrent-trained and none-trained models on the same held-out tokens (train/hulm.py's results)."""
     result = _load(run_dir / "hulm" / "results.json")
     if result is None:
-        return ["(hulm/results.json missing: the HuLM stage did not finish)"]
+        return ["(hulm/results.json missing: train/hulm.py did not train and score both variants in one run)"]
     lines = ["| trained variant, scored as | perplexity (all) | block 1 | blocks 2+ |", "|---|---|---|---|"]
     for variant, scores in result["variants"].items():
         blocks = scores["by_block"]

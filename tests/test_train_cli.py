@@ -1,5 +1,7 @@
 """The training scripts' command lines: bad arguments give one clear line (exit status 2), not a traceback."""
 
+import shutil
+
 import pytest
 from transformers import GPT2Config
 
@@ -92,3 +94,29 @@ def test_huft_on_a_model_that_cannot_take_a_llama_classification_head(capsys, tm
     line = _one_line_error(capsys, huft.main, ["--base_model", str(tmp_path), "--task_name", "stance_abortion",
                                                "--output_dir", str(tmp_path / "o")])
     assert "is a 'gpt2' model: HuLlama needs a Llama-architecture base" in line
+
+
+def test_huft_starts_from_a_hulm_adapter_with_its_own_tokenizer(tmp_path, tiny_llama_dir, tokenizer):
+    """The HuLM adapter has no head and its HuLlama base no tokenizer: HuFT adds a fresh head, reads the adapter's
+    tokenizer, and starts from the adapter's LoRA and state weights."""
+    import torch
+    from peft.utils import load_peft_weights
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama_dir, base)
+    tokenizer.save_pretrained(base)
+    small = ["--synthetic_authors", "12", "--synthetic_messages", "6", "--num_train_epochs", "1", "--block_size", "32",
+             "--max_blocks", "2", "--per_device_train_batch_size", "4", "--report_to", "none", "--lora_r", "4"]
+    hulm.main([*small, "--base_model", str(base), "--quantization", "none", "--variants", "recurrent",
+               "--save_strategy", "no", "--output_dir", str(tmp_path / "hulm")])
+    adapter = tmp_path / "hulm" / "recurrent"
+    assert not (tmp_path / "hulm" / "hullama-base" / "tokenizer.json").exists()
+    results = huft.main([*small, "--adapter", str(adapter), "--quantization", "none", "--author_context", "recurrent",
+                         "--num_train_epochs", "1", "--learning_rate", "0", "--eval_strategy", "epoch",
+                         "--save_strategy", "epoch", "--output_dir", str(tmp_path / "huft")])
+    assert 0 <= results["value"] <= 1
+    start = load_peft_weights(str(adapter))
+    tuned = load_peft_weights(str(tmp_path / "huft" / "model"))
+    shared = [k for k in start if "lora_" in k or "author_state" in k]
+    assert shared and all(torch.equal(start[k], tuned[k]) for k in shared)  # learning rate 0: started from them
+    assert any("score" in k for k in tuned) and not any("score" in k for k in start)

@@ -55,8 +55,8 @@ class ModelArguments:
     state_lr_scale: float = field(
         default=1.0, metadata={"help": "Learning rate of the HuLlama modules (and head) relative to the LoRA weights."}
     )
-    insert_layer: int | None = field(default=None, metadata={"help": "HuLlama insertion layer (default: depth/6)."})
-    extract_layer: int | None = field(default=None, metadata={"help": "HuLlama extraction layer (default: L-2)."})
+    insert_layer: int | None = field(default=None, metadata={"help": "HuLlama insertion layer (default: depth // 2)."})
+    extract_layer: int | None = field(default=None, metadata={"help": "HuLlama extraction layer (default: insert_layer - 1)."})
     state_mechanism: str | None = field(default=None, metadata={"help": "How the state enters (see HuLlamaConfig)."})
     detach_state_every: int | None = field(
         default=None, metadata={"help": "Truncated backpropagation: detach the state every k blocks (0: never)."}
@@ -80,7 +80,7 @@ class ModelArguments:
             raise ArgumentError(f"--lora_dropout {self.lora_dropout} is invalid: it must be in [0, 1)")
         if self.state_lr_scale <= 0:
             raise ArgumentError(f"--state_lr_scale {self.state_lr_scale} is invalid: it must be > 0")
-        if self.base_model is None and self.quantization in ("nf4", "int8"):
+        if self.base_model is None and self.adapter is None and self.quantization in ("nf4", "int8"):  # an adapter names its base
             raise ArgumentError("--quantization needs --base_model: a model built from scratch is trained in full")
 
     @property

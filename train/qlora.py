@@ -155,10 +155,12 @@ def _adapter_file(adapter: str, name: str) -> Path:
 
 def load_adapter_weights(model, adapter: str) -> None:
     """Start from a HuLM-pre-trained adapter: its LoRA weights and HuLlama modules; a new head stays fresh."""
-    from peft import set_peft_model_state_dict
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
     weights = load_peft_weights(str(_adapter_file(adapter, "adapter_model.safetensors").parent))
+    # peft wants every module it saves in full; a head the adapter never had keeps its fresh values
+    weights = {**get_peft_model_state_dict(model), **weights}
     result = set_peft_model_state_dict(model, weights)
     unexpected = [k for k in result.unexpected_keys if "score" not in k]
     if unexpected:
