@@ -100,8 +100,6 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
     training_args.push_to_hub = False
     if model_args.adapter and not model_args.base_model:
         model_args.base_model = adapter_base(model_args.adapter)
-    if model_args.adapter and not model_args.tokenizer:  # saved with the adapter (its HuLlama base holds none)
-        model_args.tokenizer = model_args.adapter
     if not data_args.label_column:
         raise ArgumentError("fine-tuning needs --label_column")
     metric = "pearson_r" if huft_args.regression else "weighted_f1"

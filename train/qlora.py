@@ -182,14 +182,13 @@ def training_report(model) -> str:
 
 
 def load_tokenizer(model_args: ModelArguments, training_texts=None) -> PreTrainedTokenizerBase:
-    """The base's tokenizer (or --tokenizer); from scratch, a byte-level BPE trained on the training texts."""
+    """--tokenizer, else the adapter's, else the base's; from scratch, a byte-level BPE trained on the texts."""
     from transformers import AutoTokenizer
 
     from train.tokenizer import train_byte_bpe
 
-    source = model_args.tokenizer or model_args.base_model
-    if model_args.adapter and not source:
-        source = model_args.adapter
+    # an adapter is saved with its tokenizer; its HuLlama base folder holds none
+    source = model_args.tokenizer or model_args.adapter or model_args.base_model
     if source is None:
         return train_byte_bpe(training_texts, vocab_size=model_args.scratch_vocab_size)
     tokenizer = AutoTokenizer.from_pretrained(source)
