@@ -210,6 +210,7 @@ def render_card(
     tags: list[str] | None = None,
     qlora: bool | None = None,
     classification_level: str = "message",
+    eval_notes: str | None = None,
     template_path: str | Path | None = None,
 ) -> ModelCard:
     """The model card of a HuLlama repo (`kind` "causal-lm" or "classifier"; `adapter`: a PEFT adapter repo).
@@ -218,6 +219,7 @@ def render_card(
     different value is an error) and the repo name must begin with "Llama-3". qlora: None infers it from
     training_args. widget: entries {example_title, text, output} with outputs computed by the model
     (`compute_widget_examples`). eval_results: result dicts (see `eval_results_from_rows`), or None: "Not evaluated".
+    eval_notes: markdown printed under the results table (the machine, budgets, and what the numbers show).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -292,6 +294,7 @@ def render_card(
         data_summary_rows=summary_rows,
         datasets=card_data.datasets,
         eval_rows=eval_rows,
+        eval_notes=(eval_notes or "").strip(),
         has_widget=bool(widget_entries),
         classification_level=classification_level,
     )

@@ -90,30 +90,48 @@ def probe_table(run_dir: Path) -> tuple[list[str], list[dict]]:
     return format_table(result).splitlines(), rows
 
 
+CONTEXT_COLUMNS = {"none": "standard fine-tuning (none)", "in_context": "in_context",
+                   "recurrent": "HuFT (recurrent, from HuLM)"}
+
+
 def huft_table(run_dir: Path) -> tuple[list[str], list[dict]]:
-    lines = ["| task | metric | standard fine-tuning (none) | HuFT (recurrent, from HuLM) | HuFT - standard | "
-             "test labels |", "|---|---|---|---|---|---|"]
-    rows = []
+    """One row per task with every author context that ran (none, in_context, recurrent), HuFT - standard, and
+    the mean over the tasks where every context ran."""
+    runs = {}
     for task_dir in sorted(p for p in (run_dir / "huft").glob("*") if p.is_dir()):
-        runs = {v: _load(task_dir / v / "metrics.json") for v in ("none", "recurrent")}
-        values = {v: r["value"] for v, r in runs.items() if r}
-        if not values:
-            continue
-        metric = next(r["metric"] for r in runs.values() if r)
-        diff = f"{values['recurrent'] - values['none']:+.4f}" if len(values) == 2 else ""
-        labels = next(r.get("test_labels", "") for r in runs.values() if r)
-        lines.append(f"| {task_dir.name} | {metric} | {values.get('none', float('nan')):.4f} | "
-                     f"{values.get('recurrent', float('nan')):.4f} | {diff} | {labels} |")
-        for variant, value in values.items():
-            rows.append({"task_type": "text-classification", "task_name": f"fine-tuning, {variant} author context",
-                         "dataset_name": task_dir.name, "dataset_type": "downstream-task", "metric_type": metric,
-                         "metric_name": f"{metric} (test)", "metric_value": round(value, 4)})
-    if len(lines) == 2:
+        found = {c: _load(task_dir / c / "metrics.json") for c in CONTEXT_COLUMNS}
+        if any(found.values()):
+            runs[task_dir.name] = {c: r for c, r in found.items() if r}
+    if not runs:
         return ["(no huft/*/*/metrics.json: the HuFT stage did not run)"], []
+    contexts = [c for c in CONTEXT_COLUMNS if any(c in found for found in runs.values())]
+    lines = ["| task | metric | " + " | ".join(CONTEXT_COLUMNS[c] for c in contexts) + " | HuFT - standard | "
+             "test labels |", "|---|---|" + "---|" * len(contexts) + "---|---|"]
+    rows, complete = [], []
+
+    def cells(values: dict) -> str:
+        diff = f"{values['recurrent'] - values['none']:+.4f}" if {"none", "recurrent"} <= values.keys() else ""
+        return " | ".join(f"{values[c]:.4f}" if c in values else "" for c in contexts) + f" | {diff}"
+
+    for task, found in runs.items():
+        values = {c: r["value"] for c, r in found.items()}
+        metric = next(iter(found.values()))["metric"]
+        labels = next(iter(found.values())).get("test_labels", "")
+        lines.append(f"| {task} | {metric} | {cells(values)} | {labels} |")
+        if len(values) == len(contexts):
+            complete.append(values)
+        for context, value in values.items():
+            rows.append({"task_type": "text-classification", "task_name": f"fine-tuning, {context} author context",
+                         "dataset_name": task, "dataset_type": "downstream-task", "metric_type": metric,
+                         "metric_name": f"{metric} (test)", "metric_value": round(value, 4)})
+    if len(complete) > 1:
+        mean = {c: sum(v[c] for v in complete) / len(complete) for c in contexts}
+        lines.append(f"| mean of {len(complete)} tasks | | {cells(mean)} | |")
     return lines, rows
 
 
-def rerender_card(folder: Path, rows: list[dict], base_model: str | None) -> Path | None:
+def rerender_card(folder: Path, rows: list[dict], base_model: str | None, repo_id: str | None = None,
+                  notes: str | None = None) -> Path | None:
     """The training card again, with every result in model-index; its widget examples are kept."""
     from huggingface_hub import ModelCard
 
@@ -126,19 +144,26 @@ def rerender_card(folder: Path, rows: list[dict], base_model: str | None) -> Pat
     run_args = _load(folder.parent / "run_args.json") or {}
     training = run_args.get("TrainingArguments", {})
     data = run_args.get("DataArguments", {})
-    summary = (f"Authors of {data.get('train_file') or 'the embedded synthetic corpus'}, blocks of "
+    def names(paths: str | None) -> str | None:  # file names only: the run's folders mean nothing to a reader
+        return ", ".join(Path(p).name for p in paths.split(",")) if paths else None
+
+    summary = (f"Authors of {names(data.get('train_file')) or 'the embedded synthetic corpus'}, blocks of "
                f"{data.get('block_size')} tokens, at most {data.get('max_blocks')} blocks per author; held out: "
-               f"{data.get('validation_file') or 'a split of the authors'}.")
-    return write_card(folder, repo_id=training.get("hub_model_id") or f"local/{folder.parent.name}",
+               f"{names(data.get('validation_file')) or 'a split of the authors'}.")
+    repo_id = repo_id or training.get("hub_model_id") or f"local/{folder.parent.name}"
+    return write_card(folder, repo_id=repo_id,
                       base_model=base_model, kind="causal-lm", adapter=(folder / "adapter_config.json").is_file(),
                       training_args=training or None, data_summary=summary, eval_results=rows,
-                      widget=old.get("widget"))
+                      widget=old.get("widget"), eval_notes=notes)
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", default="outputs/smollm2", help="the run's output folder")
     parser.add_argument("--base_model", help="the base's Hub id for the card's metadata (a local path is left out)")
+    parser.add_argument("--repo_id", help="the card's repo id (default: the run's --hub_model_id, else local/hulm)")
+    parser.add_argument("--notes", type=Path,
+                        help="a markdown file printed under the card's results table: machine, budgets, what they show")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -158,7 +183,10 @@ def main(argv: list[str] | None = None) -> Path:
     (run_dir / "report.md").write_text(report)
     rows = ppl_rows + probe_rows + huft_rows
     (run_dir / "eval_rows.json").write_text(json.dumps(rows, indent=2) + "\n")
-    card = rerender_card(run_dir / "hulm" / "recurrent", rows, args.base_model) if rows else None
+    if args.notes is not None and not args.notes.is_file():
+        parser.error(f"--notes {args.notes}: no such file")
+    notes = args.notes.read_text() if args.notes is not None else None
+    card = rerender_card(run_dir / "hulm" / "recurrent", rows, args.base_model, args.repo_id, notes) if rows else None
     print(report)
     print(f"wrote {run_dir / 'report.md'}" + (f" and {card}" if card else ""))
     return run_dir / "report.md"

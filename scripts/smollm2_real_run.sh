@@ -6,7 +6,9 @@
 #   bash scripts/smollm2_real_run.sh                  # every stage
 #   STAGES="probe huft" bash scripts/smollm2_real_run.sh
 #
-# Sized for a 2-core CPU (about 2.5 hours in all); on a GPU raise HULM_STEPS and drop the caps.
+# The defaults are sized for a 2-core CPU (about 2.5 hours in all). On a GPU, the run reported in the README:
+#   COMPUTE_DTYPE=bfloat16 HULM_LANES=16 HULM_STEPS=200 PROBE_BLOCK=256 PROBE_MAX_BLOCKS=4 HUFT_EPOCHS=3 \
+#   HUFT_BLOCK=256 HUFT_MAX_BLOCKS=4 HUFT_CONTEXTS="none in_context recurrent" bash scripts/smollm2_real_run.sh
 # Outputs under $OUT (default outputs/smollm2).
 set -euo pipefail
 cd "${REPO:-$(dirname "$0")/..}"   # REPO: the checkout, when this script runs from a copy
@@ -14,14 +16,19 @@ OUT=${OUT:-outputs/smollm2}
 DATA=${DATA:-../shared/data}
 BASE=${BASE:-$HOME/.cache/hullama/smollm2-135m}
 STAGES=${STAGES:-"prepare hulm perplexity probe huft"}
-HULM_STEPS=${HULM_STEPS:-120}        # optimizer steps per variant, 4 lanes x 1 block of 256 tokens each
+HULM_STEPS=${HULM_STEPS:-120}        # optimizer steps per variant, HULM_LANES lanes x 1 block of 256 tokens each
+HULM_LANES=${HULM_LANES:-4}          # authors read side by side in a recurrent step (none: as many tokens a step)
+COMPUTE_DTYPE=${COMPUTE_DTYPE:-float32}  # of the 4-bit layers' matmuls; bfloat16 on a GPU
+PROBE_BLOCK=${PROBE_BLOCK:-128} PROBE_MAX_BLOCKS=${PROBE_MAX_BLOCKS:-1}  # probe: history kept per author
 HUFT_EPOCHS=${HUFT_EPOCHS:-1}
-HUFT_BLOCK=${HUFT_BLOCK:-128}     # HuFT: up to 2 blocks of history per labelled author
+HUFT_BLOCK=${HUFT_BLOCK:-128} HUFT_MAX_BLOCKS=${HUFT_MAX_BLOCKS:-2}  # HuFT: history blocks per labelled author
+HUFT_CONTEXTS=${HUFT_CONTEXTS:-"none recurrent"}  # none and in_context start from the base, recurrent from HuLM
 PPL_CORPORA=${PPL_CORPORA:-"numpy_test:$DATA/commits/numpy_test.jsonl"}  # name:file ...; also e.g.
 #   tweets_dev:$OUT/data/hart_history_dev.jsonl (the held-out authors' history tweets)
 HUFT_TASKS=${HUFT_TASKS:-"stance_abortion stance_atheism stance_climate stance_clinton stance_feminism sentiment"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
+dtype_args=(--compute_dtype "$COMPUTE_DTYPE"); [[ $COMPUTE_DTYPE == bfloat16 ]] && dtype_args+=(--bf16)
 stage() { [[ " $STAGES " == *" $1 "* ]]; }
 timed() { local name=$1; shift; local start=$SECONDS; "$@" 2>&1 | tee "$OUT/$name.log";
           echo "$name: $((SECONDS - start)) s" | tee -a "$OUT/timings.txt"; }
@@ -33,10 +40,10 @@ if stage prepare; then
 fi
 
 if stage hulm; then  # recurrent and none, the same steps and tokens per step; held-out: the numpy test authors
-  timed hulm python train/hulm.py --base_model "$BASE" --quantization nf4 --compute_dtype float32 \
+  timed hulm python train/hulm.py --base_model "$BASE" --quantization nf4 "${dtype_args[@]}" \
     --train_file "$DATA/commits/numpy_train.jsonl,$OUT/data/hart_history_train.jsonl" \
     --validation_file "$DATA/commits/numpy_test.jsonl" --block_size 256 --max_blocks 8 --eval_max_blocks 8 \
-    --variants recurrent,none --per_device_train_batch_size 4 --per_device_eval_batch_size 4 \
+    --variants recurrent,none --per_device_train_batch_size "$HULM_LANES" --per_device_eval_batch_size 4 \
     --max_steps "$HULM_STEPS" --learning_rate 2e-4 --warmup_steps 0.05 --logging_steps 10 --save_strategy no \
     --gradient_checkpointing \
     --output_dir "$OUT/hulm"
@@ -60,18 +67,20 @@ if stage probe; then  # the eight tasks, frozen features + a linear model, base 
   timed probe python eval/probe.py --data_dir "$DATA" --tokenizer "$BASE" \
     --model "$BASE" --as_hullama yes --adapter none --name SmolLM2-135M \
     --model "$OUT/hulm/hullama-base" --as_hullama yes --adapter "$OUT/hulm/recurrent" --name SmolLM2-135M-HuLM \
-    --block_size 128 --max_blocks 1 --output_dir "$OUT/probe"
+    --block_size "$PROBE_BLOCK" --max_blocks "$PROBE_MAX_BLOCKS" --output_dir "$OUT/probe"
 fi
 
 if stage huft; then  # HuFT (recurrent, from the HuLM adapter) against standard fine-tuning (none, from the base)
-  common=(--data_dir "$DATA" --quantization nf4 --compute_dtype float32 --block_size "$HUFT_BLOCK" --max_blocks 2
-          --eval_max_blocks 2 --num_train_epochs "$HUFT_EPOCHS" --learning_rate 5e-4 --per_device_train_batch_size 8
+  common=(--data_dir "$DATA" --quantization nf4 "${dtype_args[@]}" --block_size "$HUFT_BLOCK"
+          --max_blocks "$HUFT_MAX_BLOCKS" --eval_max_blocks "$HUFT_MAX_BLOCKS" --num_train_epochs "$HUFT_EPOCHS" --learning_rate 5e-4 --per_device_train_batch_size 8
           --train_sampling_strategy group_by_length --eval_strategy epoch --save_strategy epoch --save_total_limit 1
           --logging_steps 10)
   for task in $HUFT_TASKS; do
-    timed "huft_${task}_none" python train/huft.py --task_name "$task" --base_model "$BASE" --author_context none \
-      "${common[@]}" --output_dir "$OUT/huft/$task/none"
-    timed "huft_${task}_recurrent" python train/huft.py --task_name "$task" --adapter "$OUT/hulm/recurrent" \
-      --author_context recurrent "${common[@]}" --output_dir "$OUT/huft/$task/recurrent"
+    for context in $HUFT_CONTEXTS; do
+      [[ -f $OUT/huft/$task/$context/metrics.json ]] && continue   # finished in an earlier run
+      if [[ $context == recurrent ]]; then start=(--adapter "$OUT/hulm/recurrent"); else start=(--base_model "$BASE"); fi
+      timed "huft_${task}_$context" python train/huft.py --task_name "$task" "${start[@]}" --author_context "$context" \
+        "${common[@]}" --output_dir "$OUT/huft/$task/$context"
+    done
   done
 fi
