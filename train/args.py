@@ -61,6 +61,10 @@ class ModelArguments:
     detach_state_every: int | None = field(
         default=None, metadata={"help": "Truncated backpropagation: detach the state every k blocks (0: never)."}
     )
+    state_pooling: str | None = field(
+        default=None, metadata={"help": "Block summary that updates the state: last (real token) or mean (over the "
+                                        "block's real tokens); see benchmarks/state_diversity.py."}
+    )
     scratch_hidden_size: int = field(default=256, metadata={"help": "From scratch: hidden size."})
     scratch_layers: int = field(default=4, metadata={"help": "From scratch: number of layers."})
     scratch_heads: int = field(default=4, metadata={"help": "From scratch: attention heads."})
@@ -92,7 +96,7 @@ class ModelArguments:
         return self.quantization or ("none" if self.from_scratch else "nf4")
 
     def hullama_overrides(self) -> dict:
-        names = ("insert_layer", "extract_layer", "state_mechanism", "detach_state_every")
+        names = ("insert_layer", "extract_layer", "state_mechanism", "detach_state_every", "state_pooling")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
