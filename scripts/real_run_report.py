@@ -136,6 +136,7 @@ def rerender_card(folder: Path, rows: list[dict], base_model: str | None, repo_i
     from huggingface_hub import ModelCard
 
     from hub_card import write_card
+    from train.args import split_paths
 
     card_path = folder / "README.md"
     if not card_path.is_file():
@@ -144,8 +145,9 @@ def rerender_card(folder: Path, rows: list[dict], base_model: str | None, repo_i
     run_args = _load(folder.parent / "run_args.json") or {}
     training = run_args.get("TrainingArguments", {})
     data = run_args.get("DataArguments", {})
-    def names(paths: str | None) -> str | None:  # file names only: the run's folders mean nothing to a reader
-        return ", ".join(Path(p).name for p in paths.split(",")) if paths else None
+
+    def names(paths: str | None) -> str:  # file names only: the run's folders mean nothing to a reader
+        return ", ".join(Path(p).name for p in split_paths(paths))
 
     summary = (f"Authors of {names(data.get('train_file')) or 'the embedded synthetic corpus'}, blocks of "
                f"{data.get('block_size')} tokens, at most {data.get('max_blocks')} blocks per author; held out: "
