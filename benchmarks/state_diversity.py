@@ -55,17 +55,14 @@ def diversity(vectors: np.ndarray, authors: np.ndarray, permutations: int = 100,
             "mean_abs": float(np.abs(vectors).mean())}
 
 
-def _author_state_module(model: torch.nn.Module) -> torch.nn.Module:
-    for module in model.modules():
-        if type(module).__name__ == "AuthorState":
-            return module
-    raise ValueError("the model has no author state: load it as a HuLlama model (--as_hullama)")
-
-
 @torch.no_grad()
 def collect(model, tokenizer, corpus, *, block_size: int, max_blocks: int | None, batch_size: int = 4):
     """(summaries [n, H], states [n, S], author index [n]) over every real block of every author."""
-    state_module = _author_state_module(model)
+    parts = model_parts(model)
+    if not parts.hullama:
+        raise ValueError("the model has no author state: load it as a HuLlama model (--as_hullama)")
+    # Patched on the very object the decoder calls (a peft wrapper, for an adapter), so the recording sees every call.
+    state_module = parts.backbone.author_state
     recorded: list[torch.Tensor] = []
     advance = state_module.advance
 
@@ -76,7 +73,7 @@ def collect(model, tokenizer, corpus, *, block_size: int, max_blocks: int | None
     state_module.advance = recording_advance
     data = build_blocks(corpus, tokenizer, variant="recurrent", task="lm", block_size=block_size,
                         max_blocks=max_blocks, cache_dir=None)
-    rows, collate, parts = data.dataset.to_list(), data.collator(), model_parts(model)
+    rows, collate = data.dataset.to_list(), data.collator()
     summaries, states, authors = [], [], []
     try:
         for first, chunk in enumerate(_batches(rows, batch_size)):

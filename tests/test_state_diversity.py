@@ -2,6 +2,7 @@
 summaries are exactly the ones that drove the recurrence, block by block."""
 
 import numpy as np
+import pytest
 import torch
 from conftest import perturb_state_modules, tiny_hullama_config
 from torch.testing import assert_close
@@ -25,16 +26,22 @@ def test_author_r2_against_its_chance_level():
     assert same["cos_between_authors"] > 0.99 and abs(same["mean_abs"] - 1) < 0.01
 
 
-def test_recorded_summaries_drive_the_states(tmp_path, tokenizer):
+@pytest.mark.parametrize("adapter", [False, True])
+def test_recorded_summaries_drive_the_states(tmp_path, tokenizer, adapter):
     torch.manual_seed(0)
     model = perturb_state_modules(HuLlamaForCausalLM(tiny_hullama_config(vocab_size=len(tokenizer))).eval())
+    if adapter:  # the state module inside peft's modules_to_save wrapper, as in a HuLM adapter
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], modules_to_save=["author_state"]))
     path = tmp_path / "authors.jsonl"
     synthetic_corpus(5, 8, seed=1).to_json(path, orient="records", lines=True)
     corpus = load_corpus(path)
     summaries, states, authors = collect(model, tokenizer, corpus, block_size=32, max_blocks=3, batch_size=2)
     assert len(summaries) == len(states) == len(authors) and set(authors) == set(range(5))
-    state_module = model.model.author_state
-    assert "advance" not in vars(state_module)  # the recording wrapper is gone again
+    wrapper = (model.get_base_model() if adapter else model).model.author_state
+    assert "advance" not in vars(wrapper)  # the recording wrapper is gone again
+    state_module = wrapper.modules_to_save["default"] if adapter else wrapper
     with torch.no_grad():
         for author in range(5):
             rows = np.flatnonzero(authors == author)
