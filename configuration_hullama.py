@@ -38,8 +38,10 @@ class HuLlamaConfig(LlamaConfig):
         Size of the author state. Defaults to `hidden_size`.
     state_pooling (`str`, defaults to `"last"`):
         How a block is summarised: `"last"` real token or `"mean"` over real tokens.
-    state_mechanism (`str`, defaults to `"query"`):
-        How the state enters `insert_layer`; each adds exactly nothing at initialisation (Llama parity):
+    state_mechanism (`str`, defaults to `"gate"`):
+        How the state enters `insert_layer`; each adds exactly nothing at initialisation (Llama parity). The
+        default is the mechanism the state study found the state to matter most through (README: zeroing its state
+        cost 11 to 16 % perplexity on the tweets in blocks of 32, against at most 0.4 % for the others):
         - `"query"`: a zero-initialised projection of the state added to the pretrained attention query,
           `q = q_proj(x) + W_q U` (W_q = 0).
         - `"gate"`: a tanh-gated residual path (Flamingo-style) into the layer's input,
@@ -79,7 +81,7 @@ class HuLlamaConfig(LlamaConfig):
     extract_layer: int | None = None
     state_size: int | None = None
     state_pooling: str = "last"
-    state_mechanism: str = "query"
+    state_mechanism: str = "gate"
     state_memory_tokens: int = 4
     normalize_extracted_state: bool = True
     normalize_injected_state: bool = False

@@ -68,6 +68,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout: make the repos
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import hashlib  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -82,6 +83,7 @@ import numpy as np  # noqa: E402
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "commits"
 LAYOUTS = ("default", "low-extract")
 BASELINES = ("none", "in_context")
+DEFAULT_POOL = 256  # train/hulm.py's --author_pool default (a test keeps them equal); other pools name their runs
 ZEROED_SUFFIX = "_zeroed_state"
 ABLATION_COST_PERCENT = 3.0  # the criterion: the zeroed state costs at least this much on blocks 2+
 SMOKE_EVAL = ["--max_eval_authors", "2", "--eval_max_blocks", "2"]  # train/hulm.py's own scoring: a smoke check
@@ -107,6 +109,8 @@ class Run:
     layout: str = "default"
     insert_layer: int | None = None
     extract_layer: int | None = None
+    author_pool: int = DEFAULT_POOL
+    stagger: bool = True
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -146,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated state mechanisms, one recurrent run each (default: query,gate,memory)")
     study.add_argument("--state_lr_scale", type=_csv(float), default=[1.0],
                        help="comma-separated learning-rate scales of the state modules, one run each (default: 1)")
+    study.add_argument("--stagger_authors", type=_csv(lambda x: {"true": True, "false": False}[x.lower()]),
+                       default=[True],
+                       help="comma-separated true / false (train/hulm.py --stagger_authors), one recurrent run each "
+                            "(default: true; a staggered run's name ends in -stagger)")
+    study.add_argument("--author_pool", type=_csv(int), default=[DEFAULT_POOL],
+                       help="comma-separated streaming author pools (train/hulm.py --author_pool), one recurrent run "
+                            "each (default: 256; 0: as many authors as --batch_size, each lane one author)")
     study.add_argument("--layouts", type=_csv(str), default=["default"],
                        help="comma-separated layouts, one run each: default (the config's layers) or low-extract "
                             "(insert_layer = L//2, extract_layer = L//2 - 1)")
@@ -192,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dtype the trained models are loaded in for scoring")
 
     parser.add_argument("--output_dir", default="outputs/study-state", help="where runs and the report go")
+    parser.add_argument("--runs", type=_csv(str),
+                        help="comma-separated run names (as under runs/, e.g. in_context,recurrent-gate-pool0): only "
+                             "these of the planned runs (the product of the lists above), plus none and in_context "
+                             "when scoring")
+    parser.add_argument("--train_only", action="store_true",
+                        help="train the runs and stop before scoring, so that several processes (each with its own "
+                             "--runs) can train one study side by side; the command without it then reuses them")
     parser.add_argument("--retrain", choices=("none", "changed", "all"), default="none",
                         help="none (default): reuse finished runs, stop if one's arguments changed; changed: retrain "
                              "runs whose arguments changed; all: retrain every run")
@@ -209,6 +227,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--layouts: {', '.join(bad)} unknown; choose from {', '.join(LAYOUTS)}")
     if any(s <= 0 for s in args.state_lr_scale):
         parser.error("--state_lr_scale values must be > 0")
+    if any(p < 0 for p in args.author_pool):
+        parser.error("--author_pool values must be >= 0 (0: as many authors as --batch_size)")
     for name in ("hidden_size", "layers", "heads", "batch_size", "eval_batch_size", "logging_steps", "save_steps",
                  "bootstrap_samples", "synthetic_authors", "synthetic_messages", "max_blocks", "vocab_size"):
         if getattr(args, name) < 1:
@@ -301,18 +321,20 @@ def num_layers(args) -> int:
 def plan_runs(args, layers: int) -> list[Run]:
     runs = [Run(name=v, variant=v, label=v) for v in BASELINES]
     for mechanism in args.mechanisms:
-        for scale in args.state_lr_scale:
-            for layout in args.layouts:
-                parts = [mechanism] + ([f"lr{scale:g}"] if scale != 1 else []) + ([layout] if layout != "default"
-                                                                                   else [])
-                insert = extract = None
-                if layout == "low-extract":
-                    if layers < 2:
-                        raise StudyError(f"--layouts low-extract needs at least 2 layers (the model has {layers})")
-                    insert, extract = layers // 2, layers // 2 - 1
-                runs.append(Run(name="recurrent-" + "-".join(parts), variant="recurrent",
-                                label=f"recurrent[{','.join(parts)}]", mechanism=mechanism, state_lr_scale=scale,
-                                layout=layout, insert_layer=insert, extract_layer=extract))
+        for scale, layout, pool, stagger in itertools.product(args.state_lr_scale, args.layouts, args.author_pool,
+                                                              args.stagger_authors):
+            parts = ([mechanism] + ([f"lr{scale:g}"] if scale != 1 else [])
+                     + ([layout] if layout != "default" else []) + ([f"pool{pool}"] if pool != DEFAULT_POOL else [])
+                     + (["stagger"] if stagger else []))
+            insert = extract = None
+            if layout == "low-extract":
+                if layers < 2:
+                    raise StudyError(f"--layouts low-extract needs at least 2 layers (the model has {layers})")
+                insert, extract = layers // 2, layers // 2 - 1
+            runs.append(Run(name="recurrent-" + "-".join(parts), variant="recurrent",
+                            label=f"recurrent[{','.join(parts)}]", mechanism=mechanism, state_lr_scale=scale,
+                            layout=layout, insert_layer=insert, extract_layer=extract, author_pool=pool,
+                            stagger=stagger))
     return runs
 
 
@@ -343,6 +365,8 @@ def hulm_argv(args, run: Run, run_dir: Path, train_file: Path, test_file: Path, 
                  "--scratch_vocab_size", str(args.vocab_size)]
     if run.mechanism:
         argv += ["--state_mechanism", run.mechanism, "--state_lr_scale", str(run.state_lr_scale)]
+    if run.variant == "recurrent":  # explicit, so that a later change of train/hulm.py's defaults reuses no run
+        argv += ["--author_pool", str(run.author_pool), "--stagger_authors", str(run.stagger).lower()]
     if run.insert_layer is not None:
         argv += ["--insert_layer", str(run.insert_layer), "--extract_layer", str(run.extract_layer)]
     return argv + shlex.split(args.hulm_args)
@@ -729,6 +753,13 @@ def run_study(args) -> dict:
     tokenizer_dir = shared_tokenizer(args, train_file, out)
     layers = num_layers(args)
     runs = plan_runs(args, layers)
+    if args.runs:
+        unknown = sorted(set(args.runs) - {run.name for run in runs})
+        if unknown:
+            raise StudyError(f"--runs {','.join(unknown)}: not a run of this study (its runs: "
+                             f"{', '.join(run.name for run in runs)})")
+        keep = set(args.runs) | (set() if args.train_only else set(BASELINES))
+        runs = [run for run in runs if run.name in keep]
     hashes = {"train_sha256": _sha256(train_file), "test_sha256": _sha256(test_file)}
     if tokenizer_dir is not None:
         hashes["tokenizer_sha256"] = _sha256(tokenizer_dir / "tokenizer.json")
@@ -752,6 +783,9 @@ def run_study(args) -> dict:
             config = json.loads((run_dir / run.variant / "config.json").read_text())
             record.update(insert_layer=config.get("insert_layer"), extract_layer=config.get("extract_layer"))
         records[run.name] = record
+    if args.train_only:
+        print(f"trained {', '.join(records)}; run the study again without --train_only to score and report")
+        return {"trained": list(records)}
 
     eval_max_blocks = _eval_max_blocks(args)
     scores, diagnostics = [], {}

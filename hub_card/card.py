@@ -210,6 +210,7 @@ def render_card(
     tags: list[str] | None = None,
     qlora: bool | None = None,
     classification_level: str = "message",
+    state_mechanism: str = "gate",
     eval_notes: str | None = None,
     template_path: str | Path | None = None,
 ) -> ModelCard:
@@ -220,6 +221,7 @@ def render_card(
     training_args. widget: entries {example_title, text, output} with outputs computed by the model
     (`compute_widget_examples`). eval_results: result dicts (see `eval_results_from_rows`), or None: "Not evaluated".
     eval_notes: markdown printed under the results table (the machine, budgets, and what the numbers show).
+    state_mechanism: the model's `config.state_mechanism`, named in the architecture line.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -297,6 +299,7 @@ def render_card(
         eval_notes=(eval_notes or "").strip(),
         has_widget=bool(widget_entries),
         classification_level=classification_level,
+        state_mechanism=state_mechanism,
     )
     card.text = _tidy(card.text)
     validate_card(card)

@@ -355,3 +355,11 @@ def _tokenizer_of(path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+
+
+def test_the_architecture_line_names_the_models_mechanism():
+    lines = {m: next(line for line in str(render_card(repo_id="me/hullama", base_model="HuggingFaceTB/SmolLM2-135M",
+                                                      state_mechanism=m)).splitlines() if "**Architecture:**" in line)
+             for m in ("query", "gate", "memory")}
+    assert "attention query" in lines["query"] and "tanh-gated residual" in lines["gate"]
+    assert "memory slots" in lines["memory"] and len(set(lines.values())) == 3

@@ -56,8 +56,9 @@ def test_sequence_classification_equals_llama_head(tmp_path):
 
 
 def test_new_modules_start_at_zero_contribution(tiny_llama_dir):
-    hullama = HuLlamaForCausalLM.from_pretrained(tiny_llama_dir)
-    state = hullama.model.author_state
+    state = HuLlamaForCausalLM.from_pretrained(tiny_llama_dir, state_mechanism="query").model.author_state
     assert torch.count_nonzero(state.state_to_query.weight) == 0
+    state = HuLlamaForCausalLM.from_pretrained(tiny_llama_dir).model.author_state  # the default: gate
+    assert torch.count_nonzero(state.residual_gate.alpha) == 0 and torch.count_nonzero(state.state_to_residual.weight)
     assert torch.count_nonzero(state.initial_state) == 0
     assert torch.count_nonzero(state.state_to_state.weight) > 0  # the recurrence itself is initialised

@@ -32,6 +32,73 @@ def test_every_chunk_once_and_each_author_in_order_one_step_apart(chunks_per_aut
             assert step_of[row] == step_of[previous] + 1
 
 
+@settings(max_examples=40, deadline=None)
+@given(chunks_per_author=st.lists(st.integers(1, 6), min_size=1, max_size=20), batch=st.integers(1, 4),
+       extra=st.integers(0, 8), seed=st.integers(0, 5))
+def test_a_pool_keeps_every_author_in_order_one_chunk_a_step(chunks_per_author, batch, extra, seed):
+    author_index = [a for a, n in enumerate(chunks_per_author) for _ in range(n)]
+    chunk_index = [c for n in chunks_per_author for c in range(n)]
+    batches = list(AuthorStreamBatches(author_index, chunk_index, batch, seed=seed, pool=batch + extra))
+    assert sorted(row for b in batches for row in b) == list(range(len(author_index)))
+    step_of = {row: step for step, b in enumerate(batches) for row in b}
+    open_authors = batch + extra
+    for b in batches:
+        assert 1 <= len(b) <= batch and len({author_index[r] for r in b}) == len(b)
+    for row, (author, chunk) in enumerate(zip(author_index, chunk_index)):
+        if chunk:  # in order, and (the pool being finite) never further apart than the pool allows on average
+            previous = author_index.index(author) + chunk - 1
+            assert step_of[row] > step_of[previous]
+    # never more than `pool` authors open (started, not finished) at once
+    for step in range(len(batches)):
+        started = {author_index[r] for b in batches[: step + 1] for r in b}
+        finished = {author_index[r] for b in batches[: step + 1] for r in b
+                    if chunk_index[r] == chunks_per_author[author_index[r]] - 1}
+        assert len(started - finished) <= open_authors
+
+
+@settings(max_examples=30, deadline=None)
+@given(chunks_per_author=st.lists(st.integers(1, 6), min_size=1, max_size=12), seed=st.integers(0, 5))
+def test_staggered_authors_read_a_fixed_rotation_of_their_chunks_every_epoch(chunks_per_author, seed):
+    author_index = [a for a, n in enumerate(chunks_per_author) for _ in range(n)]
+    chunk_index = [c for n in chunks_per_author for c in range(n)]
+    sampler = AuthorStreamBatches(author_index, chunk_index, 2, seed=seed, pool=len(chunks_per_author), stagger=True)
+    orders = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        rows = [row for batch in sampler for row in batch]
+        assert sorted(rows) == list(range(len(author_index)))
+        order = {a: [chunk_index[r] for r in rows if author_index[r] == a] for a in range(len(chunks_per_author))}
+        for author, chunks in order.items():  # a rotation of 0..n-1: starts anywhere, wraps to chunk 0 once
+            start = chunks[0]
+            assert chunks == [(start + i) % len(chunks) for i in range(len(chunks))]
+        orders.append(order)
+    assert orders[0] == orders[1]  # the same rotation every epoch: chunk r continues from epoch e's chunk r - 1
+
+
+def test_stagger_spreads_first_blocks_over_the_epoch():
+    author_index = [a for a in range(60) for _ in range(10)]
+    chunk_index = [c for _ in range(60) for c in range(10)]
+    def steps_of_first_chunks(stagger):
+        batches = list(AuthorStreamBatches(author_index, chunk_index, 4, seed=0, pool=60, stagger=stagger))
+        return [step for step, b in enumerate(batches) for r in b if chunk_index[r] == 0], len(batches)
+    synchronised, steps = steps_of_first_chunks(False)
+    staggered, _ = steps_of_first_chunks(True)
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    assert mean(synchronised) < steps / 8  # every author opens at once: first chunks at the start of the epoch
+    assert steps / 3 < mean(staggered) < 2 * steps / 3  # rotated: first chunks spread over the epoch
+
+
+def test_a_pool_mixes_more_authors_over_consecutive_steps():
+    author_index = [a for a in range(40) for _ in range(10)]
+    chunk_index = [c for _ in range(40) for c in range(10)]
+    lanes = list(AuthorStreamBatches(author_index, chunk_index, 4, seed=0))
+    pooled = list(AuthorStreamBatches(author_index, chunk_index, 4, seed=0, pool=40))
+    assert list(AuthorStreamBatches(author_index, chunk_index, 4, seed=0, pool=4)) == lanes  # pool = batch: lanes
+    authors_in = lambda batches: len({author_index[r] for b in batches[:10] for r in b})  # noqa: E731
+    assert authors_in(lanes) == 4 and authors_in(pooled) > 20
+    assert [len(b) for b in pooled[:90]] == [4] * 90
+
+
 def test_lanes_fill_every_step_while_authors_remain():
     author_index = [a for a in range(10) for _ in range(3)]
     chunk_index = [c for _ in range(10) for c in range(3)]
@@ -59,6 +126,10 @@ def test_chunks_carry_the_state_of_one_pass():
             carrier.keep(authors, out.final_author_state)
             assert_close(out.logits, whole.logits[:, 2 * step: 2 * step + 2])
     assert_close(torch.stack([carrier.states[0], carrier.states[1]]), whole.final_author_state)
+    # a state is read once: the next epoch's first chunks start from U0 and leave nothing behind
+    first = carrier.entering(model.model.author_state, torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long))
+    assert_close(first, model.model.author_state.initial_states(2))
+    assert not carrier.states
 
 
 def test_hulm_with_streaming_schedule(tmp_path):

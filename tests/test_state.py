@@ -94,7 +94,7 @@ def test_state_modules_receive_gradients(layout):
 
 def test_zero_initialised_query_path_gets_a_gradient_at_start():
     torch.manual_seed(0)
-    model = HuLlamaForCausalLM(tiny_hullama_config()).train()
+    model = HuLlamaForCausalLM(tiny_hullama_config(state_mechanism="query")).train()
     ids = _ids(2, 3, 12)
     model(ids, labels=ids).loss.backward()
     assert model.model.author_state.state_to_query.weight.grad.abs().sum() > 0

@@ -29,6 +29,11 @@ def test_lora_rank_zero(capsys):
     assert "--lora_r 0 is invalid" in _one_line_error(capsys, hulm.main, ["--lora_r", "0"])
 
 
+def test_negative_schedule_arguments(capsys):
+    assert "--author_pool -1 is invalid" in _one_line_error(capsys, hulm.main, ["--author_pool", "-1"])
+    assert "--blocks_per_step -2 is invalid" in _one_line_error(capsys, hulm.main, ["--blocks_per_step", "-2"])
+
+
 def test_base_that_is_not_llama(capsys, tmp_path):
     GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path)
     line = _one_line_error(capsys, hulm.main, ["--base_model", str(tmp_path), "--output_dir", str(tmp_path / "o")])

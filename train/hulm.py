@@ -66,8 +66,27 @@ class HuLMArguments:
                           "to the next (single process). 0: whole authors per step (up to max_blocks blocks each, "
                           "HaRT's schedule; needed for multi-process runs)."},
     )
+    author_pool: int = field(
+        default=256,
+        metadata={"help": "Streaming schedule: how many authors are open at a time; every step advances "
+                          "per_device_train_batch_size of them, drawn at random, so consecutive steps mix many "
+                          "authors, as shuffled blocks do (a carried state waits about pool / batch size steps for "
+                          "its author's next chunk). 0 (or the batch size): every open author advances every step, "
+                          "one lane per author until it ends."},
+    )
+
+    stagger_authors: bool = field(
+        default=True,
+        metadata={"help": "Streaming schedule: start each author's epoch at a fixed random block and wrap around "
+                          "(the author's first block starting from U0 as always), so that a large --author_pool does "
+                          "not put every author's first blocks at the start of the epoch and the last ones at its "
+                          "end. In the first epoch the block an author starts at has no carried state (U0)."},
+    )
 
     def __post_init__(self):
+        if self.author_pool < 0:
+            raise ArgumentError(f"--author_pool {self.author_pool} is invalid: it must be 0 (as many authors as "
+                                "the batch) or at least 1")
         if self.blocks_per_step < 0:
             raise ArgumentError(f"--blocks_per_step {self.blocks_per_step} is invalid: it must be 0 (whole authors) "
                                 "or at least 1")
@@ -147,7 +166,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
         trainer = HuLMTrainer(
             model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_data.dataset,
             data_collator=collator, processing_class=tokenizer, state_lr_scale=model_args.state_lr_scale,
-            stream_authors=stream,
+            stream_authors=stream, author_pool=hulm_args.author_pool, stagger_authors=hulm_args.stagger_authors,
         )
         trainer.train(resume_from_checkpoint=resume_point(training_args.resume_from_checkpoint, Path(args.output_dir)))
         if main_process:

@@ -117,7 +117,8 @@ def write_model_card(folder: str | Path, model, tokenizer, *, repo_id: str | Non
     widget = compute_widget_examples(model, tokenizer)
     write_card(folder, repo_id=repo_id or f"local/{folder.name}", base_model=hub_base, kind=kind,
                adapter=isinstance(model, PeftModel), training_args=training_args, data_summary=data_summary,
-               eval_results=eval_rows or None, widget=widget, classification_level=getattr(
-                   model.config, "classification_level", "message"))
+               eval_results=eval_rows or None, widget=widget,
+               classification_level=getattr(model.config, "classification_level", "message"),
+               state_mechanism=getattr(model.config, "state_mechanism", "gate"))
     copy_handler(folder)
     return folder / "README.md"

@@ -28,11 +28,11 @@ STATE_OUTPUTS = ("author_states", "final_author_state", "block_mask", "past_key_
 
 class HuLMTrainer(Trainer):
     def __init__(self, *args, state_lr_scale: float = 1.0, report_perplexity: bool = True,
-                 stream_authors: bool = False, **kwargs):
+                 stream_authors: bool = False, author_pool: int = 0, stagger_authors: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.state_lr_scale = state_lr_scale
         self.report_perplexity = report_perplexity
-        self.stream_authors = stream_authors
+        self.stream_authors, self.author_pool, self.stagger_authors = stream_authors, author_pool, stagger_authors
         self._carrier = StateCarrier()
         if stream_authors and self.args.world_size > 1:
             from train.args import ArgumentError
@@ -69,7 +69,8 @@ class HuLMTrainer(Trainer):
             return super().get_train_dataloader()
         dataset = self.train_dataset
         batches = AuthorStreamBatches(dataset["author_index"], dataset["chunk_index"],
-                                      self.args.per_device_train_batch_size, seed=self.args.seed)
+                                      self.args.per_device_train_batch_size, seed=self.args.seed,
+                                      pool=self.author_pool, stagger=self.stagger_authors)
         # The order is the schedule: no shuffling, no sharding (single process, checked at construction).
         return DataLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
                           num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
