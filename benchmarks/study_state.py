@@ -125,6 +125,12 @@ def _csv(kind):
     return parse
 
 
+def _true_or_false(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(text)  # argparse turns it into "invalid ... value" (one line), not a traceback
+    return text.lower() == "true"
+
+
 def build_parser() -> argparse.ArgumentParser:
     doc = __doc__.split("\n\n")
     parser = argparse.ArgumentParser(
@@ -150,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated state mechanisms, one recurrent run each (default: query,gate,memory)")
     study.add_argument("--state_lr_scale", type=_csv(float), default=[1.0],
                        help="comma-separated learning-rate scales of the state modules, one run each (default: 1)")
-    study.add_argument("--stagger_authors", type=_csv(lambda x: {"true": True, "false": False}[x.lower()]),
+    study.add_argument("--stagger_authors", type=_csv(_true_or_false),
                        default=[True],
                        help="comma-separated true / false (train/hulm.py --stagger_authors), one recurrent run each "
                             "(default: true; a staggered run's name ends in -stagger)")

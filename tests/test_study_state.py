@@ -89,6 +89,7 @@ def test_pools_name_their_runs_and_runs_train_just_those(tmp_path, capsys):
 def test_bad_arguments(capsys, tmp_path):
     for argv, message in ((["--mechanisms", "telepathy"], "--mechanisms: telepathy unknown"),
                           (["--layouts", "upside-down"], "--layouts: upside-down unknown"),
+                          (["--stagger_authors", "maybe"], "--stagger_authors"),
                           (["--train_file", str(tmp_path / "nope.jsonl")], "no such file")):
         with pytest.raises(SystemExit) as exit_info:
             study_state.main([*argv, "--output_dir", str(tmp_path / "out")])
