@@ -13,7 +13,8 @@ token attends to another block; the only thing that crosses blocks is the author
                   projected from V per key-value head, q_h the layer's query before rotary positions
                                                                           (a = 0 at start, K, V random)
     h_k = output of `extract_layer`, pooled over block k's real tokens (last token or mean)
-    U_k = tanh(W_u U_{k-1} + W_h RMSNorm(h_k))      (an all-padding block leaves U unchanged)
+    U_k = tanh(W_u U_{k-1} + W_h RMSNorm(h_k))      (an all-padding block leaves U unchanged; with
+                                                      `normalize_state_update` the tanh input is RMS-normalised)
 
 Every injection path adds exactly zero at start, so an untrained HuLlama computes exactly what its Llama base
 computes. Hub code: imports torch, transformers and the configuration module only.
@@ -63,7 +64,10 @@ class HuLlamaModelOutput(ModelOutput):
     author_states: `[B, K, S]`, the state after each block (an all-padding block repeats the previous state).
     final_author_state: `[B, S]`, the state after the last block: pass it as `author_state` to continue.
     block_mask: `[B, K]`, True for blocks that hold at least one real token.
-    The three state fields are None during cached decoding, where no block is completed.
+    block_summaries: `[B, K, H]`, each block's pooled output of `extract_layer` (h_k in the module docstring, before
+        its RMSNorm; zeros for all-padding blocks): with the state before block k it gives U_k again, which is how a
+        training schedule that carries states across steps lets the recurrence learn (train/schedule.py).
+    The four state fields are None during cached decoding, where no block is completed.
     state_abs_mean: detached scalar, mean |U| over the states after real blocks (None in cached decoding).
     injection_norm: detached scalar, mean over real tokens of the L2 norm of what the state adds at the
         insertion point (see the module docstring); None where no token is real.
@@ -73,6 +77,7 @@ class HuLlamaModelOutput(ModelOutput):
     author_states: torch.FloatTensor | None = None
     final_author_state: torch.FloatTensor | None = None
     block_mask: torch.BoolTensor | None = None
+    block_summaries: torch.FloatTensor | None = None
     past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     state_abs_mean: torch.FloatTensor | None = None
@@ -86,6 +91,7 @@ class HuLlamaCausalLMOutput(ModelOutput):
     author_states: torch.FloatTensor | None = None
     final_author_state: torch.FloatTensor | None = None
     block_mask: torch.BoolTensor | None = None
+    block_summaries: torch.FloatTensor | None = None
     past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     state_abs_mean: torch.FloatTensor | None = None
@@ -101,6 +107,7 @@ class HuLlamaSequenceClassifierOutput(ModelOutput):
     author_states: torch.FloatTensor | None = None
     final_author_state: torch.FloatTensor | None = None
     block_mask: torch.BoolTensor | None = None
+    block_summaries: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     state_abs_mean: torch.FloatTensor | None = None
     injection_norm: torch.FloatTensor | None = None
@@ -164,6 +171,11 @@ class AuthorState(nn.Module):
         scale = float(config.state_init_scale)
         self.state_to_state = FanInLinear(config.state_size, config.state_size, init_gain=scale)
         self.summary_to_state = FanInLinear(config.hidden_size, config.state_size, init_gain=scale)
+        self.update_norm = (
+            LlamaRMSNorm(config.state_size, eps=config.rms_norm_eps)
+            if config.normalize_state_update
+            else nn.Identity()
+        )
         self.state_norm = (
             LlamaRMSNorm(config.state_size, eps=config.rms_norm_eps)
             if config.normalize_injected_state
@@ -190,7 +202,7 @@ class AuthorState(nn.Module):
     def advance(self, state: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
         dtype = self.state_to_state.weight.dtype
         summary = self.summary_norm(summary.to(dtype))
-        return torch.tanh(self.state_to_state(state.to(dtype)) + self.summary_to_state(summary))
+        return torch.tanh(self.update_norm(self.state_to_state(state.to(dtype)) + self.summary_to_state(summary)))
 
     def injection(self, state: torch.Tensor):
         """What the state `[b, S]` puts into `insert_layer`: (keyword arguments for that layer, a vector `[b, H]` to
@@ -435,14 +447,14 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         ablated = self.author_state.initial_states(batch) if ablate_state else None
         parallel = completes_blocks and past_key_values is None and self.config.extract_layer < self.config.insert_layer
         if parallel:
-            last_hidden_state, states, layer_states, (injected_sum, injected_tokens) = self._run_parallel(
+            last_hidden_state, states, summaries, layer_states, (injected_sum, injected_tokens) = self._run_parallel(
                 inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
                 output_hidden_states, **kwargs,
             )
             state = states[-1]
             hidden_states = tuple(layer_states) if output_hidden_states else None
         else:
-            last_hidden_state, states, hidden_states, (injected_sum, injected_tokens), state = self._run_in_order(
+            last_hidden_state, states, summaries, hidden_states, (injected_sum, injected_tokens), state = self._run_in_order(
                 inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated, past_key_values,
                 use_cache, output_hidden_states, completes_blocks, **kwargs,
             )
@@ -459,6 +471,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             author_states=author_states,
             final_author_state=state if completes_blocks else None,
             block_mask=block_mask if completes_blocks else None,
+            block_summaries=summaries if completes_blocks else None,
             past_key_values=past_key_values if use_cache else None,
             hidden_states=hidden_states,
             state_abs_mean=state_abs_mean,
@@ -469,7 +482,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
                       past_key_values, use_cache, output_hidden_states, completes_blocks, **kwargs):
         """Block after block, each through every layer (the general case, and cached decoding)."""
         batch, num_blocks = block_mask.shape
-        states, outputs, all_hidden = [], [], []
+        states, summaries, outputs, all_hidden = [], [], [], []
         injected_sum, injected_tokens = 0.0, 0
         for k in range(num_blocks):
             rows = block_mask[:, k].nonzero().squeeze(-1)
@@ -496,6 +509,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
                     state = torch.where(block_mask[:, k, None], new_state, state)
                 else:
                     state = state.index_copy(0, subset, new_state)
+                summaries.append(summary if subset is None else self._scatter(summary, subset, batch))
                 every = self.config.detach_state_every
                 if every and (k + 1) % every == 0:
                     state = state.detach()
@@ -506,7 +520,8 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         hidden_states = None
         if output_hidden_states:
             hidden_states = tuple(torch.stack(per_layer, 1) for per_layer in zip(*all_hidden))
-        return torch.stack(outputs, 1), states, hidden_states, (injected_sum, injected_tokens), state
+        summaries = torch.stack(summaries, 1) if summaries else None
+        return torch.stack(outputs, 1), states, summaries, hidden_states, (injected_sum, injected_tokens), state
 
     def _prepare(self, embeds, attention_mask, position_ids, past_key_values):
         """Positions (restarting in every block), the causal mask and the rotary embeddings of a batch of blocks."""
@@ -628,7 +643,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         if output_hidden_states:
             layer_states[-1] = hidden
             layer_states = [unflatten(h) for h in layer_states]
-        return unflatten(hidden), states, layer_states, self._injected(injection, row_norms, flat_tokens)
+        return unflatten(hidden), states, summaries, layer_states, self._injected(injection, row_norms, flat_tokens)
 
     @staticmethod
     def _scatter(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
@@ -708,6 +723,7 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
             author_states=outputs.author_states,
             final_author_state=outputs.final_author_state,
             block_mask=outputs.block_mask,
+            block_summaries=outputs.block_summaries,
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             state_abs_mean=outputs.state_abs_mean,
@@ -779,6 +795,7 @@ class HuLlamaForSequenceClassification(HuLlamaPreTrainedModel):
             author_states=outputs.author_states,
             final_author_state=outputs.final_author_state,
             block_mask=outputs.block_mask,
+            block_summaries=outputs.block_summaries,
             hidden_states=outputs.hidden_states,
             state_abs_mean=outputs.state_abs_mean,
             injection_norm=outputs.injection_norm,

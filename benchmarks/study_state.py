@@ -111,6 +111,8 @@ class Run:
     extract_layer: int | None = None
     author_pool: int = DEFAULT_POOL
     stagger: bool = True
+    learn_recurrence: bool = False
+    normalize_update: bool = False
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -160,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
                        default=[True],
                        help="comma-separated true / false (train/hulm.py --stagger_authors), one recurrent run each "
                             "(default: true; a staggered run's name ends in -stagger)")
+    study.add_argument("--learn_recurrence", type=_csv(_true_or_false), default=[False],
+                       help="comma-separated true / false (train/hulm.py --learn_recurrence), one recurrent run each "
+                            "(default: false; such a run's name ends in -learnrec)")
+    study.add_argument("--normalize_state_update", type=_csv(_true_or_false), default=[False],
+                       help="comma-separated true / false (HuLlamaConfig.normalize_state_update), one recurrent run "
+                            "each (default: false; such a run's name ends in -normupd)")
     study.add_argument("--author_pool", type=_csv(int), default=[DEFAULT_POOL],
                        help="comma-separated streaming author pools (train/hulm.py --author_pool), one recurrent run "
                             "each (default: 256; 0: as many authors as --batch_size, each lane one author)")
@@ -327,11 +335,12 @@ def num_layers(args) -> int:
 def plan_runs(args, layers: int) -> list[Run]:
     runs = [Run(name=v, variant=v, label=v) for v in BASELINES]
     for mechanism in args.mechanisms:
-        for scale, layout, pool, stagger in itertools.product(args.state_lr_scale, args.layouts, args.author_pool,
-                                                              args.stagger_authors):
+        for scale, layout, pool, stagger, learn, norm in itertools.product(
+                args.state_lr_scale, args.layouts, args.author_pool, args.stagger_authors, args.learn_recurrence,
+                args.normalize_state_update):
             parts = ([mechanism] + ([f"lr{scale:g}"] if scale != 1 else [])
                      + ([layout] if layout != "default" else []) + ([f"pool{pool}"] if pool != DEFAULT_POOL else [])
-                     + (["stagger"] if stagger else []))
+                     + (["stagger"] if stagger else []) + (["learnrec"] if learn else []) + (["normupd"] if norm else []))
             insert = extract = None
             if layout == "low-extract":
                 if layers < 2:
@@ -340,7 +349,8 @@ def plan_runs(args, layers: int) -> list[Run]:
             runs.append(Run(name="recurrent-" + "-".join(parts), variant="recurrent",
                             label=f"recurrent[{','.join(parts)}]", mechanism=mechanism, state_lr_scale=scale,
                             layout=layout, insert_layer=insert, extract_layer=extract, author_pool=pool,
-                            stagger=stagger))
+                            stagger=stagger, learn_recurrence=learn,
+                            normalize_update=norm))
     return runs
 
 
@@ -372,7 +382,9 @@ def hulm_argv(args, run: Run, run_dir: Path, train_file: Path, test_file: Path, 
     if run.mechanism:
         argv += ["--state_mechanism", run.mechanism, "--state_lr_scale", str(run.state_lr_scale)]
     if run.variant == "recurrent":  # explicit, so that a later change of train/hulm.py's defaults reuses no run
-        argv += ["--author_pool", str(run.author_pool), "--stagger_authors", str(run.stagger).lower()]
+        argv += ["--author_pool", str(run.author_pool), "--stagger_authors", str(run.stagger).lower(),
+                 "--learn_recurrence", str(run.learn_recurrence).lower(),
+                 "--normalize_state_update", str(run.normalize_update).lower()]
     if run.insert_layer is not None:
         argv += ["--insert_layer", str(run.insert_layer), "--extract_layer", str(run.extract_layer)]
     return argv + shlex.split(args.hulm_args)

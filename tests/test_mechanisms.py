@@ -48,7 +48,8 @@ def test_parameters_of_each_mechanism(mechanism):
 
 @pytest.mark.parametrize("mechanism, fields", [("query", {}), ("gate", {}), ("memory", {}),
                                                ("gate", {"normalize_injected_state": True}),
-                                               ("memory", {"normalize_injected_state": True})])
+                                               ("memory", {"normalize_injected_state": True}),
+                                               ("gate", {"normalize_state_update": True})])
 def test_llama_parity_at_initialisation(tiny_llama_dir, mechanism, fields):
     llama = LlamaForCausalLM.from_pretrained(tiny_llama_dir).eval()
     hullama = HuLlamaForCausalLM.from_pretrained(tiny_llama_dir, state_mechanism=mechanism, **fields).eval()
@@ -64,6 +65,19 @@ def test_llama_parity_at_initialisation(tiny_llama_dir, mechanism, fields):
         assert out.author_states[:, :2].abs().sum() > 0
         assert_close(hullama(blocks, author_state=_state(2)).logits, expected)  # any state: still exactly Llama
     assert out.injection_norm == 0
+
+
+@pytest.mark.parametrize("normalize_state_update", [False, True])
+def test_normalised_update_keeps_large_recurrence_weights_out_of_saturation(normalize_state_update):
+    """Trained recurrence weights grow (Adam moves every weight by about the learning rate a step); the tanh input's
+    RMSNorm makes the state's scale independent of theirs."""
+    model = _model("gate", perturb=False, normalize_state_update=normalize_state_update)
+    with torch.no_grad():
+        for linear in (model.model.author_state.state_to_state, model.model.author_state.summary_to_state):
+            linear.weight.mul_(20)
+        states = model(_ids(2, 6, 12)).author_states
+    saturation = states.abs().mean().item()
+    assert (saturation < 0.75) if normalize_state_update else (saturation > 0.9)
 
 
 @mechanisms

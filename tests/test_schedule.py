@@ -3,6 +3,7 @@
 import json
 
 import datasets
+import pytest
 import torch
 from conftest import perturb_state_modules, tiny_hullama_config
 from hypothesis import given, settings
@@ -106,30 +107,79 @@ def test_lanes_fill_every_step_while_authors_remain():
     assert [len(b) for b in batches[:6]] == [4] * 6  # 4 authors in every step, not 1 author x 3 blocks
 
 
-def test_chunks_carry_the_state_of_one_pass():
+def _chunked_authors(ids: torch.Tensor, blocks_per_step: int) -> datasets.Dataset:
+    dataset = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist(),
+                                          "length": [ids.shape[1] * ids.shape[2]] * len(ids)})
+    return chunk_authors(dataset, blocks_per_step)
+
+
+def _run_chunks(model, chunks, carrier, step):
+    """Step `step` of a two-author stream: chunk `step` of each author from the carried state."""
+    rows = [i for i, c in enumerate(chunks["chunk_index"]) if c == step]
+    authors = torch.tensor([chunks["author_index"][i] for i in rows])
+    blocks = torch.tensor([chunks["input_ids"][i] for i in rows])
+    entering = carrier.entering(model.model.author_state, authors, torch.full((len(rows),), step))
+    out = model(blocks, author_state=entering, labels=blocks)
+    carrier.keep(authors, entering, out)
+    return entering, out
+
+
+@pytest.mark.parametrize("learn_recurrence", [False, True])
+def test_chunks_carry_the_state_of_one_pass(learn_recurrence):
     torch.manual_seed(0)
     model = perturb_state_modules(HuLlamaForCausalLM(tiny_hullama_config())).eval()
     ids = torch.randint(2, 512, (2, 4, 12))
-    dataset = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist(),
-                                          "length": [48, 48]})
-    chunks = chunk_authors(dataset, 2)
+    chunks = _chunked_authors(ids, 2)
     assert chunks["chunk_index"] == [0, 1, 0, 1] and chunks["author_index"] == [0, 0, 1, 1]
-    carrier = StateCarrier()
+    carrier = StateCarrier(learn_recurrence=learn_recurrence)
     with torch.no_grad():
         whole = model(ids)
         for step in (0, 1):
-            rows = [i for i, c in enumerate(chunks["chunk_index"]) if c == step]
-            authors = torch.tensor([chunks["author_index"][i] for i in rows])
-            blocks = torch.tensor([chunks["input_ids"][i] for i in rows])
-            entering = carrier.entering(model.model.author_state, authors, torch.full((2,), step))
-            out = model(blocks, author_state=entering)
-            carrier.keep(authors, out.final_author_state)
+            _, out = _run_chunks(model, chunks, carrier, step)
             assert_close(out.logits, whole.logits[:, 2 * step: 2 * step + 2])
-    assert_close(torch.stack([carrier.states[0], carrier.states[1]]), whole.final_author_state)
+        assert_close(carrier.entering(model.model.author_state, torch.tensor([0, 1]), torch.ones(2, dtype=torch.long)),
+                     whole.final_author_state)
     # a state is read once: the next epoch's first chunks start from U0 and leave nothing behind
+    _run_chunks(model, chunks, carrier, 0)
     first = carrier.entering(model.model.author_state, torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long))
     assert_close(first, model.model.author_state.initial_states(2))
     assert not carrier.states
+
+
+@pytest.mark.parametrize("learn_recurrence", [False, True])
+def test_one_block_a_step_trains_the_recurrence_only_when_asked(learn_recurrence):
+    """A carried state is detached: with one block a step the recurrence's loss gradient can only come from
+    re-running its last step inside the next one."""
+    torch.manual_seed(0)
+    model = perturb_state_modules(HuLlamaForCausalLM(tiny_hullama_config(state_mechanism="gate")))
+    chunks = _chunked_authors(torch.randint(2, 512, (2, 3, 12)), 1)
+    carrier = StateCarrier(learn_recurrence=learn_recurrence)
+    with torch.no_grad():
+        _run_chunks(model, chunks, carrier, 0)
+    _, out = _run_chunks(model, chunks, carrier, 1)
+    out.loss.backward()
+    state = model.model.author_state
+    recurrence = [state.state_to_state.weight, state.summary_to_state.weight, state.summary_norm.weight]
+    reached = [p.grad is not None and p.grad.abs().sum() > 0 for p in recurrence]
+    assert reached == [learn_recurrence] * 3
+    assert state.state_to_residual.weight.grad.abs().sum() > 0  # the injection learns either way
+
+
+def test_carrier_resumes_after_a_chunk_ending_in_padding():
+    """An author's last chunk may end in all-padding blocks: the state to continue from is the last real block's."""
+    torch.manual_seed(0)
+    model = perturb_state_modules(HuLlamaForCausalLM(tiny_hullama_config())).eval()
+    ids = torch.randint(2, 512, (2, 3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, 2] = 0  # author 0's third block is padding
+    carrier = StateCarrier(learn_recurrence=True)
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask)
+        entering = model.model.author_state.initial_states(2)
+        carrier.keep(torch.tensor([0, 1]), entering, out)
+        resumed = carrier.entering(model.model.author_state, torch.tensor([0, 1]), torch.ones(2, dtype=torch.long))
+    assert_close(resumed, out.final_author_state)
+    assert_close(resumed[0], out.author_states[0, 1])
 
 
 def test_hulm_with_streaming_schedule(tmp_path):

@@ -65,6 +65,10 @@ class ModelArguments:
         default=None, metadata={"help": "Block summary that updates the state: last (real token) or mean (over the "
                                         "block's real tokens); see benchmarks/state_diversity.py."}
     )
+    normalize_state_update: bool | None = field(
+        default=None, metadata={"help": "RMS-normalise the recurrence's tanh input, so that trained recurrence weights "
+                                        "cannot saturate the state (see HuLlamaConfig)."}
+    )
     scratch_hidden_size: int = field(default=256, metadata={"help": "From scratch: hidden size."})
     scratch_layers: int = field(default=4, metadata={"help": "From scratch: number of layers."})
     scratch_heads: int = field(default=4, metadata={"help": "From scratch: attention heads."})
@@ -96,7 +100,8 @@ class ModelArguments:
         return self.quantization or ("none" if self.from_scratch else "nf4")
 
     def hullama_overrides(self) -> dict:
-        names = ("insert_layer", "extract_layer", "state_mechanism", "detach_state_every", "state_pooling")
+        names = ("insert_layer", "extract_layer", "state_mechanism", "detach_state_every", "state_pooling",
+                 "normalize_state_update")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 

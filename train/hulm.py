@@ -83,6 +83,14 @@ class HuLMArguments:
                           "end. In the first epoch the block an author starts at has no carried state (U0)."},
     )
 
+    learn_recurrence: bool = field(
+        default=False,
+        metadata={"help": "Streaming schedule: each chunk re-runs, inside its step, the last recurrence step of the "
+                          "author's previous chunk (from the carried state before that block and the block's summary), "
+                          "so that the recurrence weights get a gradient across the step boundary. Without it they get "
+                          "none at --blocks_per_step 1 (a carried state is detached) and stay as initialised."},
+    )
+
     def __post_init__(self):
         if self.author_pool < 0:
             raise ArgumentError(f"--author_pool {self.author_pool} is invalid: it must be 0 (as many authors as "
@@ -167,6 +175,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
             model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_data.dataset,
             data_collator=collator, processing_class=tokenizer, state_lr_scale=model_args.state_lr_scale,
             stream_authors=stream, author_pool=hulm_args.author_pool, stagger_authors=hulm_args.stagger_authors,
+            learn_recurrence=hulm_args.learn_recurrence,
         )
         trainer.train(resume_from_checkpoint=resume_point(training_args.resume_from_checkpoint, Path(args.output_dir)))
         if main_process:

@@ -121,22 +121,51 @@ class StreamCollator:
 
 
 class StateCarrier:
-    """The state each author's last chunk ended with, to start the author's next chunk from."""
+    """What each author's last chunk ended with, to start the author's next chunk from.
 
-    def __init__(self):
-        self.states: dict[int, torch.Tensor] = {}
+    Carried states are detached, so with one block a step the recurrence (W_u, W_h and the summary's norm) would never
+    get a gradient: the state a block reads was made in an earlier step. With `learn_recurrence` the carrier keeps,
+    instead of the final state, its inputs (the state before the chunk's last real block and that block's summary,
+    both detached) and `entering` runs that last recurrence step again inside the new step: the same state (up to the
+    weights' update since), now with a gradient to the recurrence from the next block's loss (truncated
+    backpropagation one recurrence step across the step boundary, through no decoder layer).
+    """
+
+    def __init__(self, learn_recurrence: bool = False):
+        self.learn_recurrence = learn_recurrence
+        # author -> (state, None): start from this state; (state_before, summary): start from advance(them)
+        self.states: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def entering(self, state_module, authors: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
         initial = state_module.initial_states(len(authors))  # learned: first chunks train U0
         # A state is read once, then dropped (a first chunk drops the one the author's last epoch ended with).
         carried = [(self.states.pop(a, None), c > 0) for a, c in zip(authors.tolist(), chunks.tolist())]
-        carried = [state if continuing else None for state, continuing in carried]
-        if all(s is None for s in carried):
+        carried = [kept if continuing else None for kept, continuing in carried]
+        if all(kept is None for kept in carried):
             return initial
-        stored = torch.stack([s if s is not None else torch.zeros_like(initial[0]) for s in carried]).to(initial)
-        continues = torch.tensor([s is not None for s in carried], device=initial.device)
+        stored = torch.stack([kept[0] if kept is not None else torch.zeros_like(initial[0]) for kept in carried])
+        stored = stored.to(initial)
+        pending = [i for i, kept in enumerate(carried) if kept is not None and kept[1] is not None]
+        if pending:
+            rows = torch.tensor(pending, device=initial.device)
+            summaries = torch.stack([carried[i][1] for i in pending]).to(initial.device)
+            stored = stored.index_copy(0, rows, state_module.advance(stored[rows], summaries).to(stored.dtype))
+        continues = torch.tensor([kept is not None for kept in carried], device=initial.device)
         return torch.where(continues[:, None], stored, initial)
 
-    def keep(self, authors: torch.Tensor, final_states: torch.Tensor) -> None:
-        for author, state in zip(authors.tolist(), final_states.detach()):
-            self.states[author] = state
+    def keep(self, authors: torch.Tensor, entered: torch.Tensor, outputs) -> None:
+        """`entered`: the states the chunks started from; `outputs`: the model's output on the chunks."""
+        final = outputs["final_author_state"].detach()
+        summaries = outputs["block_summaries"] if self.learn_recurrence else None
+        if summaries is None:
+            for author, state in zip(authors.tolist(), final):
+                self.states[author] = (state, None)
+            return
+        block_mask = outputs["block_mask"]  # [b, K]
+        before = torch.cat([entered.detach().unsqueeze(1).to(final), outputs["author_states"].detach()[:, :-1]], 1)
+        # the last real block of each chunk (a chunk without one keeps its entering state, which is final)
+        last = (block_mask.long() * torch.arange(1, block_mask.shape[1] + 1, device=block_mask.device)).argmax(1)
+        rows = torch.arange(len(last), device=last.device)
+        states, summaries = before[rows, last], summaries.detach()[rows, last]
+        for i, (author, real) in enumerate(zip(authors.tolist(), block_mask.any(1).tolist())):
+            self.states[author] = (states[i], summaries[i]) if real else (final[i], None)

@@ -4,8 +4,9 @@
 - compute_loss: also collects the state diagnostics the model reports (mean |U|, injection norm), so that a
   saturated or unused state shows in the training log at once.
 - log: adds perplexity next to every (eval) loss of a language model, and the averaged diagnostics.
-- get_train_dataloader / compute_loss, with the streaming schedule (train/schedule.py) only: batches of lanes
-  that each read one author's chunks in order, each chunk starting from the state the author's last one ended with.
+- get_train_dataloader / compute_loss, with the streaming schedule (train/schedule.py) only: batches drawn from a
+  pool of open authors, each reading its chunks in order, each chunk starting from the state the author's last one
+  ended with (with `learn_recurrence`: that state recomputed in the step, so the recurrence gets a gradient).
 - prediction_step: message-level predictions inside a timeline come back as one row per labelled message, so
   that evaluation gathers them across batches of different shapes and compute_metrics sees (logits, labels).
 """
@@ -23,17 +24,19 @@ from train.qlora import FULLY_TRAINED_MODULES
 from train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier
 
 DIAGNOSTICS = ("state_abs_mean", "injection_norm")
-STATE_OUTPUTS = ("author_states", "final_author_state", "block_mask", "past_key_values", "hidden_states", *DIAGNOSTICS)
+STATE_OUTPUTS = ("author_states", "final_author_state", "block_mask", "block_summaries", "past_key_values", "hidden_states",
+                 *DIAGNOSTICS)
 
 
 class HuLMTrainer(Trainer):
     def __init__(self, *args, state_lr_scale: float = 1.0, report_perplexity: bool = True,
-                 stream_authors: bool = False, author_pool: int = 0, stagger_authors: bool = False, **kwargs):
+                 stream_authors: bool = False, author_pool: int = 0, stagger_authors: bool = False,
+                 learn_recurrence: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.state_lr_scale = state_lr_scale
         self.report_perplexity = report_perplexity
         self.stream_authors, self.author_pool, self.stagger_authors = stream_authors, author_pool, stagger_authors
-        self._carrier = StateCarrier()
+        self._carrier = StateCarrier(learn_recurrence=learn_recurrence)
         if stream_authors and self.args.world_size > 1:
             from train.args import ArgumentError
 
@@ -82,7 +85,7 @@ class HuLMTrainer(Trainer):
                                                             stream["chunk_index"])
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if stream:
-            self._carrier.keep(stream["author_index"], outputs["final_author_state"])
+            self._carrier.keep(stream["author_index"], inputs["author_state"], outputs)
         if model.training:
             for name in DIAGNOSTICS:
                 value = outputs.get(name) if hasattr(outputs, "get") else None
