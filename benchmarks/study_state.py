@@ -111,8 +111,8 @@ class Run:
     extract_layer: int | None = None
     author_pool: int = DEFAULT_POOL
     stagger: bool = True
-    learn_recurrence: bool = False
-    normalize_update: bool = False
+    learn_recurrence: bool = True
+    normalize_update: bool = True
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -162,12 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
                        default=[True],
                        help="comma-separated true / false (train/hulm.py --stagger_authors), one recurrent run each "
                             "(default: true; a staggered run's name ends in -stagger)")
-    study.add_argument("--learn_recurrence", type=_csv(_true_or_false), default=[False],
+    study.add_argument("--learn_recurrence", type=_csv(_true_or_false), default=[True],
                        help="comma-separated true / false (train/hulm.py --learn_recurrence), one recurrent run each "
-                            "(default: false; such a run's name ends in -learnrec)")
-    study.add_argument("--normalize_state_update", type=_csv(_true_or_false), default=[False],
+                            "(default: true; such a run's name ends in -learnrec)")
+    study.add_argument("--normalize_state_update", type=_csv(_true_or_false), default=[True],
                        help="comma-separated true / false (HuLlamaConfig.normalize_state_update), one recurrent run "
-                            "each (default: false; such a run's name ends in -normupd)")
+                            "each (default: true; such a run's name ends in -normupd)")
     study.add_argument("--author_pool", type=_csv(int), default=[DEFAULT_POOL],
                        help="comma-separated streaming author pools (train/hulm.py --author_pool), one recurrent run "
                             "each (default: 256; 0: as many authors as --batch_size, each lane one author)")

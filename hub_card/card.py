@@ -211,6 +211,7 @@ def render_card(
     qlora: bool | None = None,
     classification_level: str = "message",
     state_mechanism: str = "gate",
+    normalize_state_update: bool = True,
     eval_notes: str | None = None,
     template_path: str | Path | None = None,
 ) -> ModelCard:
@@ -221,7 +222,7 @@ def render_card(
     training_args. widget: entries {example_title, text, output} with outputs computed by the model
     (`compute_widget_examples`). eval_results: result dicts (see `eval_results_from_rows`), or None: "Not evaluated".
     eval_notes: markdown printed under the results table (the machine, budgets, and what the numbers show).
-    state_mechanism: the model's `config.state_mechanism`, named in the architecture line.
+    state_mechanism, normalize_state_update: the model's config fields of those names, for the architecture line.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -300,6 +301,7 @@ def render_card(
         has_widget=bool(widget_entries),
         classification_level=classification_level,
         state_mechanism=state_mechanism,
+        normalize_state_update=normalize_state_update,
     )
     card.text = _tidy(card.text)
     validate_card(card)

@@ -154,7 +154,9 @@ def rerender_card(folder: Path, rows: list[dict], base_model: str | None, repo_i
                f"{names(data.get('validation_file')) or 'a split of the authors'}.")
     repo_id = repo_id or training.get("hub_model_id") or f"local/{folder.parent.name}"
     config = _load(folder / "config.json") or {}
+    # a config.json without normalize_state_update was saved before the field existed: computed without it
     return write_card(folder, repo_id=repo_id, state_mechanism=config.get("state_mechanism", "gate"),
+                      normalize_state_update=config.get("normalize_state_update", False),
                       base_model=base_model, kind="causal-lm", adapter=(folder / "adapter_config.json").is_file(),
                       training_args=training or None, data_summary=summary, eval_results=rows,
                       widget=old.get("widget"), eval_notes=notes)

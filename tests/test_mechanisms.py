@@ -40,7 +40,7 @@ def test_parameters_of_each_mechanism(mechanism):
     model = _model(mechanism, perturb=False, state_memory_tokens=3)
     names = {n for n, _ in model.model.author_state.named_parameters()}
     assert names == {"initial_state", "summary_norm.weight", "state_to_state.weight", "state_to_state.bias",
-                     "summary_to_state.weight", "summary_to_state.bias", *ENTRY[mechanism]}
+                     "summary_to_state.weight", "summary_to_state.bias", "update_norm.weight", *ENTRY[mechanism]}
     if mechanism == "memory":  # 3 slots x 2 key-value heads x head_dim 16
         assert model.model.author_state.state_to_memory_keys.out_features == 3 * 2 * 16
         assert model.model.author_state.memory_gate.alpha.shape == (4,)  # one gate per attention head
@@ -49,7 +49,7 @@ def test_parameters_of_each_mechanism(mechanism):
 @pytest.mark.parametrize("mechanism, fields", [("query", {}), ("gate", {}), ("memory", {}),
                                                ("gate", {"normalize_injected_state": True}),
                                                ("memory", {"normalize_injected_state": True}),
-                                               ("gate", {"normalize_state_update": True})])
+                                               ("gate", {"normalize_state_update": False})])
 def test_llama_parity_at_initialisation(tiny_llama_dir, mechanism, fields):
     llama = LlamaForCausalLM.from_pretrained(tiny_llama_dir).eval()
     hullama = HuLlamaForCausalLM.from_pretrained(tiny_llama_dir, state_mechanism=mechanism, **fields).eval()

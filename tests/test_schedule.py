@@ -193,3 +193,7 @@ def test_hulm_with_streaming_schedule(tmp_path):
     # one lane (--per_device_train_batch_size 1) reading one block a step: as many steps as training blocks
     trainer_state = json.loads(next((tmp_path / "recurrent").glob("checkpoint-*/trainer_state.json")).read_text())
     assert trainer_state["train_batch_size"] == 1 and trainer_state["global_step"] >= 10
+    # --learn_recurrence (default): the recurrence learned although each step reads one block (its bias starts at 0)
+    trained = HuLlamaForCausalLM.from_pretrained(tmp_path / "recurrent")
+    assert trained.config.normalize_state_update
+    assert trained.model.author_state.summary_to_state.bias.abs().sum() > 0

@@ -21,11 +21,11 @@ def test_study_end_to_end_and_reuse(tmp_path, capsys):
     study = study_state.main(argv)
     assert json.loads((tmp_path / "study.json").read_text()) == json.loads(json.dumps(study))
     markdown = (tmp_path / "study.md").read_text()
-    assert "| recurrent[query,stagger] |" in markdown and "| recurrent[gate,stagger] |" in markdown
-    assert "| recurrent[gate,stagger] |" in capsys.readouterr().out
+    assert "| recurrent[query,stagger,learnrec,normupd] |" in markdown and "| recurrent[gate,stagger,learnrec,normupd] |" in markdown
+    assert "| recurrent[gate,stagger,learnrec,normupd] |" in capsys.readouterr().out
 
     assert set(study) == {"settings", "data", "machine", "scoring", "mechanisms", "runs", "perplexity"}
-    assert set(study["runs"]) == {"none", "in_context", "recurrent-query-stagger", "recurrent-gate-stagger"}
+    assert set(study["runs"]) == {"none", "in_context", "recurrent-query-stagger-learnrec-normupd", "recurrent-gate-stagger-learnrec-normupd"}
     n_tokens = study["scoring"]["num_tokens"]
     assert n_tokens > 0 and study["scoring"]["num_authors"] == 3
     for name, run in study["runs"].items():
@@ -34,13 +34,13 @@ def test_study_end_to_end_and_reuse(tmp_path, capsys):
         budget = run["budget"]
         assert budget["steps"] >= 1 and budget["epochs"] == pytest.approx(1.0)
         assert budget["predicted_tokens"] == study["runs"]["in_context"]["budget"]["predicted_tokens"]
-    assert study["runs"]["recurrent-gate-stagger"]["scored_variants"] == [
-        "recurrent[gate,stagger]", "recurrent[gate,stagger]_zeroed_state"]
+    assert study["runs"]["recurrent-gate-stagger-learnrec-normupd"]["scored_variants"] == [
+        "recurrent[gate,stagger,learnrec,normupd]", "recurrent[gate,stagger,learnrec,normupd]_zeroed_state"]
     assert set(study["perplexity"]["variants"]) == {
-        "none", "in_context", "recurrent[query,stagger]", "recurrent[query,stagger]_zeroed_state",
-        "recurrent[gate,stagger]", "recurrent[gate,stagger]_zeroed_state"}
+        "none", "in_context", "recurrent[query,stagger,learnrec,normupd]", "recurrent[query,stagger,learnrec,normupd]_zeroed_state",
+        "recurrent[gate,stagger,learnrec,normupd]", "recurrent[gate,stagger,learnrec,normupd]_zeroed_state"}
 
-    assert [m["label"] for m in study["mechanisms"]] == ["recurrent[query,stagger]", "recurrent[gate,stagger]"]
+    assert [m["label"] for m in study["mechanisms"]] == ["recurrent[query,stagger,learnrec,normupd]", "recurrent[gate,stagger,learnrec,normupd]"]
     for m in study["mechanisms"]:
         assert set(m["perplexity"]) == {"none", "in_context", "recurrent", "recurrent_zeroed_state"}
         assert all(_ppl_cell(cell) for cell in m["perplexity"].values())
@@ -71,16 +71,20 @@ def test_study_end_to_end_and_reuse(tmp_path, capsys):
 
 
 def test_pools_name_their_runs_and_runs_train_just_those(tmp_path, capsys):
+    from configuration_hullama import HuLlamaConfig
     from train.hulm import HuLMArguments
 
     assert HuLMArguments().author_pool == study_state.DEFAULT_POOL and HuLMArguments().stagger_authors
+    assert HuLMArguments().learn_recurrence and HuLlamaConfig().normalize_state_update  # the study's defaults too
     argv = [*TINY, "--mechanisms", "gate", "--author_pool", f"0,{study_state.DEFAULT_POOL}", "--stagger_authors",
             "false", "--output_dir", str(tmp_path)]
-    trained = study_state.main([*argv, "--runs", "recurrent-gate-pool0", "--train_only"])
-    assert trained == {"trained": ["recurrent-gate-pool0"]}
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["recurrent-gate-pool0"]
-    record = json.loads((tmp_path / "runs" / "recurrent-gate-pool0" / "study_run.json").read_text())
-    assert record["finished"] and record["fingerprint"]["flags"]["--author_pool"] == "0"
+    trained = study_state.main([*argv, "--runs", "recurrent-gate-pool0-learnrec-normupd", "--train_only"])
+    assert trained == {"trained": ["recurrent-gate-pool0-learnrec-normupd"]}
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["recurrent-gate-pool0-learnrec-normupd"]
+    record = json.loads((tmp_path / "runs" / "recurrent-gate-pool0-learnrec-normupd" / "study_run.json").read_text())
+    flags = record["fingerprint"]["flags"]
+    assert record["finished"] and flags["--author_pool"] == "0"
+    assert flags["--learn_recurrence"] == flags["--normalize_state_update"] == "true"  # explicit: defaults may change
     with pytest.raises(SystemExit):
         study_state.main([*argv, "--runs", "recurrent-telepathy"])
     assert "--runs recurrent-telepathy: not a run of this study" in capsys.readouterr().err
@@ -90,6 +94,7 @@ def test_bad_arguments(capsys, tmp_path):
     for argv, message in ((["--mechanisms", "telepathy"], "--mechanisms: telepathy unknown"),
                           (["--layouts", "upside-down"], "--layouts: upside-down unknown"),
                           (["--stagger_authors", "maybe"], "--stagger_authors"),
+                          (["--learn_recurrence", "often"], "--learn_recurrence"),
                           (["--train_file", str(tmp_path / "nope.jsonl")], "no such file")):
         with pytest.raises(SystemExit) as exit_info:
             study_state.main([*argv, "--output_dir", str(tmp_path / "out")])

@@ -84,7 +84,7 @@ class HuLMArguments:
     )
 
     learn_recurrence: bool = field(
-        default=False,
+        default=True,
         metadata={"help": "Streaming schedule: each chunk re-runs, inside its step, the last recurrence step of the "
                           "author's previous chunk (from the carried state before that block and the block's summary), "
                           "so that the recurrence weights get a gradient across the step boundary. Without it they get "

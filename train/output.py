@@ -119,6 +119,7 @@ def write_model_card(folder: str | Path, model, tokenizer, *, repo_id: str | Non
                adapter=isinstance(model, PeftModel), training_args=training_args, data_summary=data_summary,
                eval_results=eval_rows or None, widget=widget,
                classification_level=getattr(model.config, "classification_level", "message"),
-               state_mechanism=getattr(model.config, "state_mechanism", "gate"))
+               state_mechanism=getattr(model.config, "state_mechanism", "gate"),
+               normalize_state_update=getattr(model.config, "normalize_state_update", True))
     copy_handler(folder)
     return folder / "README.md"
