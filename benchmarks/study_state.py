@@ -113,6 +113,7 @@ class Run:
     stagger: bool = True
     learn_recurrence: bool = True
     normalize_update: bool = True
+    author_draw: str = "uniform"
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -168,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--normalize_state_update", type=_csv(_true_or_false), default=[True],
                        help="comma-separated true / false (HuLlamaConfig.normalize_state_update), one recurrent run "
                             "each (default: true; such a run's name ends in -normupd)")
+    study.add_argument("--author_draw", type=_csv(str), default=["uniform"],
+                       help="comma-separated train/hulm.py --author_draw values (uniform, remaining), one recurrent "
+                            "run each (default: uniform; a remaining run's name ends in -drawrem)")
     study.add_argument("--author_pool", type=_csv(int), default=[DEFAULT_POOL],
                        help="comma-separated streaming author pools (train/hulm.py --author_pool), one recurrent run "
                             "each (default: 256; 0: as many authors as --batch_size, each lane one author)")
@@ -236,6 +240,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     bad = [m for m in args.mechanisms if m not in STATE_MECHANISMS]
     if bad:
         parser.error(f"--mechanisms: {', '.join(bad)} unknown; choose from {', '.join(STATE_MECHANISMS)}")
+    from train.schedule import AUTHOR_DRAWS
+
+    bad = [x for x in args.author_draw if x not in AUTHOR_DRAWS]
+    if bad:
+        parser.error(f"--author_draw: {', '.join(bad)} unknown; choose from {', '.join(AUTHOR_DRAWS)}")
     bad = [x for x in args.layouts if x not in LAYOUTS]
     if bad:
         parser.error(f"--layouts: {', '.join(bad)} unknown; choose from {', '.join(LAYOUTS)}")
@@ -335,12 +344,13 @@ def num_layers(args) -> int:
 def plan_runs(args, layers: int) -> list[Run]:
     runs = [Run(name=v, variant=v, label=v) for v in BASELINES]
     for mechanism in args.mechanisms:
-        for scale, layout, pool, stagger, learn, norm in itertools.product(
+        for scale, layout, pool, stagger, learn, norm, draw in itertools.product(
                 args.state_lr_scale, args.layouts, args.author_pool, args.stagger_authors, args.learn_recurrence,
-                args.normalize_state_update):
+                args.normalize_state_update, args.author_draw):
             parts = ([mechanism] + ([f"lr{scale:g}"] if scale != 1 else [])
                      + ([layout] if layout != "default" else []) + ([f"pool{pool}"] if pool != DEFAULT_POOL else [])
-                     + (["stagger"] if stagger else []) + (["learnrec"] if learn else []) + (["normupd"] if norm else []))
+                     + (["stagger"] if stagger else []) + (["learnrec"] if learn else []) + (["normupd"] if norm else [])
+                     + (["drawrem"] if draw == "remaining" else []))
             insert = extract = None
             if layout == "low-extract":
                 if layers < 2:
@@ -350,7 +360,7 @@ def plan_runs(args, layers: int) -> list[Run]:
                             label=f"recurrent[{','.join(parts)}]", mechanism=mechanism, state_lr_scale=scale,
                             layout=layout, insert_layer=insert, extract_layer=extract, author_pool=pool,
                             stagger=stagger, learn_recurrence=learn,
-                            normalize_update=norm))
+                            normalize_update=norm, author_draw=draw))
     return runs
 
 
@@ -384,7 +394,7 @@ def hulm_argv(args, run: Run, run_dir: Path, train_file: Path, test_file: Path, 
     if run.variant == "recurrent":  # explicit, so that a later change of train/hulm.py's defaults reuses no run
         argv += ["--author_pool", str(run.author_pool), "--stagger_authors", str(run.stagger).lower(),
                  "--learn_recurrence", str(run.learn_recurrence).lower(),
-                 "--normalize_state_update", str(run.normalize_update).lower()]
+                 "--normalize_state_update", str(run.normalize_update).lower(), "--author_draw", run.author_draw]
     if run.insert_layer is not None:
         argv += ["--insert_layer", str(run.insert_layer), "--extract_layer", str(run.extract_layer)]
     return argv + shlex.split(args.hulm_args)

@@ -35,11 +35,11 @@ def test_every_chunk_once_and_each_author_in_order_one_step_apart(chunks_per_aut
 
 @settings(max_examples=40, deadline=None)
 @given(chunks_per_author=st.lists(st.integers(1, 6), min_size=1, max_size=20), batch=st.integers(1, 4),
-       extra=st.integers(0, 8), seed=st.integers(0, 5))
-def test_a_pool_keeps_every_author_in_order_one_chunk_a_step(chunks_per_author, batch, extra, seed):
+       extra=st.integers(0, 8), seed=st.integers(0, 5), draw=st.sampled_from(["uniform", "remaining"]))
+def test_a_pool_keeps_every_author_in_order_one_chunk_a_step(chunks_per_author, batch, extra, seed, draw):
     author_index = [a for a, n in enumerate(chunks_per_author) for _ in range(n)]
     chunk_index = [c for n in chunks_per_author for c in range(n)]
-    batches = list(AuthorStreamBatches(author_index, chunk_index, batch, seed=seed, pool=batch + extra))
+    batches = list(AuthorStreamBatches(author_index, chunk_index, batch, seed=seed, pool=batch + extra, draw=draw))
     assert sorted(row for b in batches for row in b) == list(range(len(author_index)))
     step_of = {row: step for step, b in enumerate(batches) for row in b}
     open_authors = batch + extra
@@ -87,6 +87,24 @@ def test_stagger_spreads_first_blocks_over_the_epoch():
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     assert mean(synchronised) < steps / 8  # every author opens at once: first chunks at the start of the epoch
     assert steps / 3 < mean(staggered) < 2 * steps / 3  # rotated: first chunks spread over the epoch
+
+
+def test_drawing_by_remaining_chunks_keeps_short_authors_to_the_end_of_the_epoch():
+    """Uniform draws finish the authors with few blocks early, leaving the last steps to the prolific ones; draws in
+    proportion to the remaining chunks interleave all authors' chunks uniformly over the epoch."""
+    lengths = [1] * 60 + [20] * 10
+    author_index = [a for a, n in enumerate(lengths) for _ in range(n)]
+    chunk_index = [c for n in lengths for c in range(n)]
+
+    def short_authors_position(draw):
+        batches = list(AuthorStreamBatches(author_index, chunk_index, 4, seed=0, pool=len(lengths), draw=draw))
+        steps = [step for step, b in enumerate(batches) for r in b if lengths[author_index[r]] == 1]
+        return sum(steps) / len(steps) / len(batches)
+
+    assert short_authors_position("uniform") < 0.25
+    assert 0.35 < short_authors_position("remaining") < 0.65
+    with pytest.raises(ValueError, match="draw='sideways' is unknown"):
+        AuthorStreamBatches(author_index, chunk_index, 4, draw="sideways")
 
 
 def test_a_pool_mixes_more_authors_over_consecutive_steps():

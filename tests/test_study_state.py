@@ -95,6 +95,7 @@ def test_bad_arguments(capsys, tmp_path):
                           (["--layouts", "upside-down"], "--layouts: upside-down unknown"),
                           (["--stagger_authors", "maybe"], "--stagger_authors"),
                           (["--learn_recurrence", "often"], "--learn_recurrence"),
+                          (["--author_draw", "sideways"], "--author_draw: sideways unknown"),
                           (["--train_file", str(tmp_path / "nope.jsonl")], "no such file")):
         with pytest.raises(SystemExit) as exit_info:
             study_state.main([*argv, "--output_dir", str(tmp_path / "out")])

@@ -31,6 +31,7 @@ def test_lora_rank_zero(capsys):
 
 def test_negative_schedule_arguments(capsys):
     assert "--author_pool -1 is invalid" in _one_line_error(capsys, hulm.main, ["--author_pool", "-1"])
+    assert "--author_draw 'sideways' is unknown" in _one_line_error(capsys, hulm.main, ["--author_draw", "sideways"])
     assert "--blocks_per_step -2 is invalid" in _one_line_error(capsys, hulm.main, ["--blocks_per_step", "-2"])
 
 

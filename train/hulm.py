@@ -38,7 +38,7 @@ from train.data_setup import load_corpora  # noqa: E402
 from train.hub import push_training_output  # noqa: E402
 from train.output import save_output, write_model_card  # noqa: E402
 from train.qlora import hullama_config, load_model, load_tokenizer, training_report  # noqa: E402
-from train.schedule import StreamCollator, chunk_authors  # noqa: E402
+from train.schedule import AUTHOR_DRAWS, StreamCollator, chunk_authors  # noqa: E402
 from train.trainer import HuLMTrainer  # noqa: E402
 
 SCRIPT = "hulm.py"
@@ -83,6 +83,13 @@ class HuLMArguments:
                           "end. In the first epoch the block an author starts at has no carried state (U0)."},
     )
 
+    author_draw: str = field(
+        default="uniform",
+        metadata={"help": "Streaming schedule: how a step draws its authors from the pool. uniform: each open author "
+                          "alike; remaining: in proportion to the author's remaining blocks, so that with a pool of "
+                          "all authors the epoch interleaves every author's blocks uniformly at random (as shuffled "
+                          "blocks do, each author's still in order)."},
+    )
     learn_recurrence: bool = field(
         default=True,
         metadata={"help": "Streaming schedule: each chunk re-runs, inside its step, the last recurrence step of the "
@@ -95,6 +102,8 @@ class HuLMArguments:
         if self.author_pool < 0:
             raise ArgumentError(f"--author_pool {self.author_pool} is invalid: it must be 0 (as many authors as "
                                 "the batch) or at least 1")
+        if self.author_draw not in AUTHOR_DRAWS:
+            raise ArgumentError(f"--author_draw {self.author_draw!r} is unknown: choose one of {', '.join(AUTHOR_DRAWS)}")
         if self.blocks_per_step < 0:
             raise ArgumentError(f"--blocks_per_step {self.blocks_per_step} is invalid: it must be 0 (whole authors) "
                                 "or at least 1")
@@ -175,7 +184,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
             model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_data.dataset,
             data_collator=collator, processing_class=tokenizer, state_lr_scale=model_args.state_lr_scale,
             stream_authors=stream, author_pool=hulm_args.author_pool, stagger_authors=hulm_args.stagger_authors,
-            learn_recurrence=hulm_args.learn_recurrence,
+            learn_recurrence=hulm_args.learn_recurrence, author_draw=hulm_args.author_draw,
         )
         trainer.train(resume_from_checkpoint=resume_point(training_args.resume_from_checkpoint, Path(args.output_dir)))
         if main_process:

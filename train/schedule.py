@@ -7,7 +7,9 @@ Training on batches of few authors with many consecutive blocks each trains much
 drawn at random; an author that ends is replaced by the next in a per-epoch shuffled order. A chunk starts from the
 state its author's previous chunk ended with (detached: backpropagation is truncated at step boundaries), or from
 the learned initial state for an author's first chunk. With `blocks_per_step` blocks of T tokens per author, a step
-holds as many tokens as an in_context batch of batch_size * blocks_per_step rows.
+holds as many tokens as an in_context batch of batch_size * blocks_per_step rows. So that the recurrence still learns
+across that boundary, the carrier can re-run the carried state's last recurrence step inside the next step
+(StateCarrier, `learn_recurrence`).
 
 Why a pool larger than the batch: with pool = batch (lanes: every open author advances every step) the same few
 authors fill many consecutive steps, and the language model trained worse than on shuffled blocks even where the
@@ -27,6 +29,7 @@ import torch
 from torch.utils.data import Sampler
 
 STREAM_COLUMNS = ("author_index", "chunk_index")
+AUTHOR_DRAWS = ("uniform", "remaining")
 
 
 def chunk_authors(dataset: datasets.Dataset, blocks_per_step: int) -> datasets.Dataset:
@@ -53,7 +56,7 @@ class AuthorStreamBatches(Sampler):
     """Batches of dataset indices, each holding the next chunk of up to `batch_size` different authors.
 
     `pool` authors are open at a time (at least `batch_size`); every step advances `batch_size` of them, drawn at
-    random, and an author that ends is replaced by the next in a per-epoch shuffled order. With `pool ==
+    random (`draw`: "uniform", or "remaining": in proportion to their remaining chunks), and an author that ends is replaced by the next in a per-epoch shuffled order. With `pool ==
     batch_size` (the default) every open author advances every step: lane i reads one author until it ends (module
     docstring). A larger pool mixes more authors over consecutive steps, at the price of older carried states: an
     author's state waits about pool / batch_size steps for its next chunk. `stagger` rotates each author's chunks
@@ -61,8 +64,10 @@ class AuthorStreamBatches(Sampler):
     """
 
     def __init__(self, author_index: list[int], chunk_index: list[int], batch_size: int, seed: int = 0,
-                 pool: int | None = None, stagger: bool = False):
-        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+                 pool: int | None = None, stagger: bool = False, draw: str = "uniform"):
+        if draw not in AUTHOR_DRAWS:
+            raise ValueError(f"draw={draw!r} is unknown: choose one of {', '.join(AUTHOR_DRAWS)}")
+        self.batch_size, self.seed, self.epoch, self.draw = batch_size, seed, 0, draw
         self.pool = max(batch_size, pool or batch_size)
         chunks: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for row, (author, chunk) in enumerate(zip(author_index, chunk_index)):
@@ -96,8 +101,18 @@ class AuthorStreamBatches(Sampler):
             if not open_lanes:
                 return batches
             if len(open_lanes) > self.batch_size:
-                open_lanes = rng.sample(open_lanes, self.batch_size)
+                open_lanes = self._draw(rng, open_lanes)
             batches.append([lane.pop(0) for lane in open_lanes])
+
+    def _draw(self, rng: random.Random, open_lanes: list[list[int]]) -> list[list[int]]:
+        if self.draw == "uniform":
+            return rng.sample(open_lanes, self.batch_size)
+        # "remaining": without replacement, each lane with probability proportional to its remaining chunks
+        # (Efraimidis-Spirakis keys u^(1/w)); with a pool of all authors the epoch is then a uniformly random
+        # interleaving of the authors' chunk sequences, so prolific authors do not fill the epoch's last steps alone.
+        keys = [rng.random() ** (1.0 / len(lane)) for lane in open_lanes]
+        order = sorted(range(len(open_lanes)), key=keys.__getitem__, reverse=True)[: self.batch_size]
+        return [open_lanes[i] for i in sorted(order)]
 
     def __iter__(self):
         yield from self._batches()

@@ -31,11 +31,12 @@ STATE_OUTPUTS = ("author_states", "final_author_state", "block_mask", "block_sum
 class HuLMTrainer(Trainer):
     def __init__(self, *args, state_lr_scale: float = 1.0, report_perplexity: bool = True,
                  stream_authors: bool = False, author_pool: int = 0, stagger_authors: bool = False,
-                 learn_recurrence: bool = False, **kwargs):
+                 learn_recurrence: bool = False, author_draw: str = "uniform", **kwargs):
         super().__init__(*args, **kwargs)
         self.state_lr_scale = state_lr_scale
         self.report_perplexity = report_perplexity
         self.stream_authors, self.author_pool, self.stagger_authors = stream_authors, author_pool, stagger_authors
+        self.author_draw = author_draw
         self._carrier = StateCarrier(learn_recurrence=learn_recurrence)
         if stream_authors and self.args.world_size > 1:
             from train.args import ArgumentError
@@ -73,7 +74,7 @@ class HuLMTrainer(Trainer):
         dataset = self.train_dataset
         batches = AuthorStreamBatches(dataset["author_index"], dataset["chunk_index"],
                                       self.args.per_device_train_batch_size, seed=self.args.seed,
-                                      pool=self.author_pool, stagger=self.stagger_authors)
+                                      pool=self.author_pool, stagger=self.stagger_authors, draw=self.author_draw)
         # The order is the schedule: no shuffling, no sharding (single process, checked at construction).
         return DataLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
                           num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
