@@ -8,6 +8,9 @@ Trains, one run at a time and each from the same seed, data and schedule (train/
                              changed; the first numpy study's default runs used HaRT's L/6 and L-2)
                 low-extract  insert_layer = L//2, extract_layer = L//2 - 1 (extraction below insertion: the model
                              runs all blocks of a chunk in parallel)
+              x each streaming setting (--author_pool, --stagger_authors, --author_draw, --learn_recurrence,
+              --normalize_state_update), always passed explicitly and named in the run's folder where it is not
+              the study's default (pool), or is on (-stagger, -learnrec, -normupd, -drawrem)
 then loads every trained model and scores the SAME held-out authors on exactly the same predicted tokens
 (eval.perplexity.score_variants; every recurrent model is also scored with its state zeroed,
 `recurrent[<mechanism>]_zeroed_state`), checks the tokens are identical across all runs, and reports:
@@ -159,16 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated state mechanisms, one recurrent run each (default: query,gate,memory)")
     study.add_argument("--state_lr_scale", type=_csv(float), default=[1.0],
                        help="comma-separated learning-rate scales of the state modules, one run each (default: 1)")
-    study.add_argument("--stagger_authors", type=_csv(_true_or_false),
-                       default=[True],
-                       help="comma-separated true / false (train/hulm.py --stagger_authors), one recurrent run each "
-                            "(default: true; a staggered run's name ends in -stagger)")
-    study.add_argument("--learn_recurrence", type=_csv(_true_or_false), default=[True],
-                       help="comma-separated true / false (train/hulm.py --learn_recurrence), one recurrent run each "
-                            "(default: true; such a run's name ends in -learnrec)")
-    study.add_argument("--normalize_state_update", type=_csv(_true_or_false), default=[True],
-                       help="comma-separated true / false (HuLlamaConfig.normalize_state_update), one recurrent run "
-                            "each (default: true; such a run's name ends in -normupd)")
+    for flag, what, suffix in (("stagger_authors", "train/hulm.py --stagger_authors", "stagger"),
+                               ("learn_recurrence", "train/hulm.py --learn_recurrence", "learnrec"),
+                               ("normalize_state_update", "HuLlamaConfig.normalize_state_update", "normupd")):
+        study.add_argument(f"--{flag}", type=_csv(_true_or_false), default=[True],
+                           help=f"comma-separated true / false ({what}), one recurrent run each (default: true; such "
+                                f"a run's name ends in -{suffix})")
     study.add_argument("--author_draw", type=_csv(str), default=["uniform"],
                        help="comma-separated train/hulm.py --author_draw values (uniform, remaining), one recurrent "
                             "run each (default: uniform; a remaining run's name ends in -drawrem)")
