@@ -13,8 +13,8 @@ token attends to another block; the only thing that crosses blocks is the author
                   projected from V per key-value head, q_h the layer's query before rotary positions
                                                                           (a = 0 at start, K, V random)
     h_k = output of `extract_layer`, pooled over block k's real tokens (last token or mean)
-    U_k = tanh(W_u U_{k-1} + W_h RMSNorm(h_k))      (an all-padding block leaves U unchanged; with
-                                                      `normalize_state_update` the tanh input is RMS-normalised)
+    U_k = tanh(RMSNorm(W_u U_{k-1} + W_h RMSNorm(h_k)))   (an all-padding block leaves U unchanged; the outer
+                                                            RMSNorm is `normalize_state_update`, on by default)
 
 Every injection path adds exactly zero at start, so an untrained HuLlama computes exactly what its Llama base
 computes. Hub code: imports torch, transformers and the configuration module only.
