@@ -12,7 +12,7 @@ token attends to another block; the only thing that crosses blocks is the author
         "memory": o = o_proj(attn(x) + tanh(a_h) softmax(q_h K_h^T / sqrt(d)) V_h), with K, V = m slots
                   projected from V per key-value head, q_h the layer's query before rotary positions
                                                                           (a = 0 at start, K, V random)
-    h_k = output of `extract_layer`, pooled over block k's real tokens (mean, or the last token)
+    h_k = output of `extract_layer`, pooled over block k's real tokens (last token or mean)
     U_k = tanh(RMSNorm(W_u U_{k-1} + W_h RMSNorm(h_k)))   (an all-padding block leaves U unchanged; the outer
                                                             RMSNorm is `normalize_state_update`, on by default)
 

@@ -36,7 +36,7 @@ def test_llama_checkpoint_config_reads_as_hullama(tmp_path):
 
 
 def test_save_and_load_round_trip(tmp_path):
-    config = tiny_hullama_config(state_pooling="last", detach_state_every=2, classification_level="author",
+    config = tiny_hullama_config(state_pooling="mean", detach_state_every=2, classification_level="author",
                                  state_mechanism="memory", state_memory_tokens=2, state_init_scale=0.5,
                                  normalize_injected_state=True, normalize_state_update=False)
     config.save_pretrained(tmp_path)

@@ -63,7 +63,7 @@ def test_yaml_arguments_and_saved_run_args(tmp_path):
     config.write_text("\n".join([
         "synthetic_authors: 12", "synthetic_messages: 6", "num_train_epochs: 1", "scratch_vocab_size: 300",
         "scratch_hidden_size: 64", "scratch_layers: 2", "block_size: 32", "max_blocks: 2", "variants: recurrent",
-        f"output_dir: {tmp_path / 'out'}", "learning_rate: 0.001", "state_pooling: last",
+        f"output_dir: {tmp_path / 'out'}", "learning_rate: 0.001", "state_pooling: mean",
     ]))
     results = hulm.main([str(config)])
     assert set(results["variants"]) == {"recurrent", "recurrent_zeroed_state"}
@@ -73,7 +73,7 @@ def test_yaml_arguments_and_saved_run_args(tmp_path):
     assert saved["TrainingArguments"]["learning_rate"] == 0.001
     assert saved["DataArguments"]["block_size"] == 32
     model_config = json.loads((tmp_path / "out" / "recurrent" / "config.json").read_text())
-    assert model_config["state_pooling"] == "last"  # a HuLlamaConfig field set from the command line (default: mean)
+    assert model_config["state_pooling"] == "mean"  # a HuLlamaConfig field set from the command line
 
 
 def test_huft_task_name_errors(capsys, tmp_path):
