@@ -454,7 +454,8 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             state = states[-1]
             hidden_states = tuple(layer_states) if output_hidden_states else None
         else:
-            last_hidden_state, states, summaries, hidden_states, (injected_sum, injected_tokens), state = self._run_in_order(
+            (last_hidden_state, states, summaries, hidden_states, (injected_sum, injected_tokens),
+             state) = self._run_in_order(
                 inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated, past_key_values,
                 use_cache, output_hidden_states, completes_blocks, **kwargs,
             )

@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout: make the repos
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -36,7 +37,8 @@ def load_study(folder: Path, run: str) -> dict[str, np.ndarray]:
     for name in ("none", "in_context", run):
         path = folder / "runs" / name / "study_scores.npz"
         if not path.is_file():
-            raise SystemExit(f"{path} is missing: score the study first (benchmarks/study_state.py without --train_only)")
+            raise SystemExit(f"{path} is missing: score the study first (benchmarks/study_state.py without "
+                             "--train_only)")
         arrays = np.load(path)
         for column in TOKEN_COLUMNS:
             if column in columns and not np.array_equal(columns[column], arrays[column]):
@@ -55,22 +57,21 @@ def pool(folders: list[Path], run: str, samples: int = 1000, seed: int = 0) -> d
     first = studies[0]
     for folder, study in zip(folders[1:], studies[1:]):
         if any(not np.array_equal(first[c], study[c]) for c in TOKEN_COLUMNS):
-            raise SystemExit(f"{folder} scored other tokens than {folders[0]}: seeds can only be pooled on the same tokens")
+            raise SystemExit(f"{folder} scored other tokens than {folders[0]}: seeds can only be pooled on the same "
+                             "tokens")
     nll = {v: np.mean([s[f"nll/{v}"] for s in studies], axis=0)
            for v in ("none", "in_context", "recurrent", "recurrent_zeroed")}
     later = first["block"] >= 1
+    perplexity = {v: math.exp(values[later].mean()) for v, values in nll.items()}
 
     def compare(a, b):
         return paired_bootstrap(nll[a], nll[b], first["author"], samples=samples, seed=seed, mask=later)
 
     vs_in_context, vs_zeroed = compare("recurrent", "in_context"), compare("recurrent", "recurrent_zeroed")
-    ablation = 100 * (vs_zeroed["perplexity_b"] - vs_zeroed["perplexity_a"]) / vs_zeroed["perplexity_a"]
+    ablation = 100 * (perplexity["recurrent_zeroed"] - perplexity["recurrent"]) / perplexity["recurrent"]
     return {
         "studies": [str(f) for f in folders], "run": run, "num_authors": vs_in_context["num_authors"],
-        "num_tokens_blocks_2+": vs_in_context["num_tokens"],
-        "perplexity_blocks_2+": {"none": compare("none", "in_context")["perplexity_a"],
-                                 "in_context": vs_in_context["perplexity_b"], "recurrent": vs_in_context["perplexity_a"],
-                                 "recurrent_zeroed": vs_zeroed["perplexity_b"]},
+        "num_tokens_blocks_2+": vs_in_context["num_tokens"], "perplexity_blocks_2+": perplexity,
         "recurrent_minus_in_context": {k: vs_in_context[k] for k in ("delta_perplexity", "ci95")},
         "recurrent_minus_zeroed": {k: vs_zeroed[k] for k in ("delta_perplexity", "ci95")},
         "ablation_cost_percent": ablation,

@@ -346,10 +346,9 @@ def plan_runs(args, layers: int) -> list[Run]:
         for scale, layout, pool, stagger, learn, norm, draw in itertools.product(
                 args.state_lr_scale, args.layouts, args.author_pool, args.stagger_authors, args.learn_recurrence,
                 args.normalize_state_update, args.author_draw):
-            parts = ([mechanism] + ([f"lr{scale:g}"] if scale != 1 else [])
-                     + ([layout] if layout != "default" else []) + ([f"pool{pool}"] if pool != DEFAULT_POOL else [])
-                     + (["stagger"] if stagger else []) + (["learnrec"] if learn else []) + (["normupd"] if norm else [])
-                     + (["drawrem"] if draw == "remaining" else []))
+            named = ((f"lr{scale:g}", scale != 1), (layout, layout != "default"), (f"pool{pool}", pool != DEFAULT_POOL),
+                     ("stagger", stagger), ("learnrec", learn), ("normupd", norm), ("drawrem", draw == "remaining"))
+            parts = [mechanism] + [part for part, shown in named if shown]
             insert = extract = None
             if layout == "low-extract":
                 if layers < 2:

@@ -363,6 +363,8 @@ def test_the_architecture_line_names_the_models_mechanism():
              for m in ("query", "gate", "memory")}
     assert "attention query" in lines["query"] and "tanh-gated residual" in lines["gate"]
     assert "memory slots" in lines["memory"] and len(set(lines.values())) == 3
-    card = lambda **kw: str(render_card(repo_id="me/hullama", base_model="HuggingFaceTB/SmolLM2-135M", **kw))  # noqa: E731
+    def card(**fields):
+        return str(render_card(repo_id="me/hullama", base_model="HuggingFaceTB/SmolLM2-135M", **fields))
+
     assert "U_k = tanh(RMSNorm(W_u U_{k-1} + W_h h_k))" in card()
     assert "U_k = tanh(W_u U_{k-1} + W_h h_k)" in card(normalize_state_update=False)

@@ -21,11 +21,13 @@ def test_study_end_to_end_and_reuse(tmp_path, capsys):
     study = study_state.main(argv)
     assert json.loads((tmp_path / "study.json").read_text()) == json.loads(json.dumps(study))
     markdown = (tmp_path / "study.md").read_text()
-    assert "| recurrent[query,stagger,learnrec,normupd] |" in markdown and "| recurrent[gate,stagger,learnrec,normupd] |" in markdown
-    assert "| recurrent[gate,stagger,learnrec,normupd] |" in capsys.readouterr().out
+    query, gate = "recurrent[query,stagger,learnrec,normupd]", "recurrent[gate,stagger,learnrec,normupd]"
+    assert f"| {query} |" in markdown and f"| {gate} |" in markdown
+    assert f"| {gate} |" in capsys.readouterr().out
 
     assert set(study) == {"settings", "data", "machine", "scoring", "mechanisms", "runs", "perplexity"}
-    assert set(study["runs"]) == {"none", "in_context", "recurrent-query-stagger-learnrec-normupd", "recurrent-gate-stagger-learnrec-normupd"}
+    assert set(study["runs"]) == {"none", "in_context", "recurrent-query-stagger-learnrec-normupd",
+                                  "recurrent-gate-stagger-learnrec-normupd"}
     n_tokens = study["scoring"]["num_tokens"]
     assert n_tokens > 0 and study["scoring"]["num_authors"] == 3
     for name, run in study["runs"].items():
@@ -37,10 +39,9 @@ def test_study_end_to_end_and_reuse(tmp_path, capsys):
     assert study["runs"]["recurrent-gate-stagger-learnrec-normupd"]["scored_variants"] == [
         "recurrent[gate,stagger,learnrec,normupd]", "recurrent[gate,stagger,learnrec,normupd]_zeroed_state"]
     assert set(study["perplexity"]["variants"]) == {
-        "none", "in_context", "recurrent[query,stagger,learnrec,normupd]", "recurrent[query,stagger,learnrec,normupd]_zeroed_state",
-        "recurrent[gate,stagger,learnrec,normupd]", "recurrent[gate,stagger,learnrec,normupd]_zeroed_state"}
+        "none", "in_context", query, f"{query}_zeroed_state", gate, f"{gate}_zeroed_state"}
 
-    assert [m["label"] for m in study["mechanisms"]] == ["recurrent[query,stagger,learnrec,normupd]", "recurrent[gate,stagger,learnrec,normupd]"]
+    assert [m["label"] for m in study["mechanisms"]] == [query, gate]
     for m in study["mechanisms"]:
         assert set(m["perplexity"]) == {"none", "in_context", "recurrent", "recurrent_zeroed_state"}
         assert all(_ppl_cell(cell) for cell in m["perplexity"].values())

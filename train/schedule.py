@@ -56,11 +56,11 @@ class AuthorStreamBatches(Sampler):
     """Batches of dataset indices, each holding the next chunk of up to `batch_size` different authors.
 
     `pool` authors are open at a time (at least `batch_size`); every step advances `batch_size` of them, drawn at
-    random (`draw`: "uniform", or "remaining": in proportion to their remaining chunks), and an author that ends is replaced by the next in a per-epoch shuffled order. With `pool ==
-    batch_size` (the default) every open author advances every step: lane i reads one author until it ends (module
-    docstring). A larger pool mixes more authors over consecutive steps, at the price of older carried states: an
-    author's state waits about pool / batch_size steps for its next chunk. `stagger` rotates each author's chunks
-    (see __init__).
+    random (`draw`: "uniform", or "remaining": in proportion to their remaining chunks), and an author that ends is
+    replaced by the next in a per-epoch shuffled order. With `pool == batch_size` (the default) every open author
+    advances every step: lane i reads one author until it ends (module docstring). A larger pool mixes more authors
+    over consecutive steps, at the price of older carried states: an author's state waits about pool / batch_size
+    steps for its next chunk. `stagger` rotates each author's chunks (see __init__).
     """
 
     def __init__(self, author_index: list[int], chunk_index: list[int], batch_size: int, seed: int = 0,
