@@ -1,10 +1,23 @@
 """HuLlama configuration: a Llama configuration plus the fields of the author state.
 
-Hub code: imports transformers only, does nothing at import time.
+Hub code: imports transformers only; at import it only checks that the installed transformers is recent enough.
 """
 
-from huggingface_hub.dataclasses import strict
-from transformers import LlamaConfig
+import transformers
+from packaging.version import Version
+
+# The transformers releases this code is tested on: setup.cfg's range (a test keeps the two equal). The upper bound
+# is where upstream has announced the removal of the cache's old name (`past_key_values`, deprecated until 5.40).
+MIN_TRANSFORMERS_VERSION = "5.23.0"
+TRANSFORMERS_RANGE = f">={MIN_TRANSFORMERS_VERSION},<5.40"
+if Version(transformers.__version__) < Version(MIN_TRANSFORMERS_VERSION):
+    raise ImportError(
+        f"HuLlama needs transformers>={MIN_TRANSFORMERS_VERSION}, but transformers {transformers.__version__} is "
+        f"installed; upgrade with: pip install --upgrade 'transformers{TRANSFORMERS_RANGE}'"
+    )
+
+from huggingface_hub.dataclasses import strict  # noqa: E402  (after the check: older releases lack what follows)
+from transformers import LlamaConfig  # noqa: E402
 
 STATE_POOLINGS = ("last", "mean")
 CLASSIFICATION_LEVELS = ("message", "author")

@@ -29,7 +29,6 @@ included, runs unchanged (the zeroed-state ablation of every evaluation).
 """
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,16 +37,13 @@ from transformers import GenerationMixin
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
-from transformers.modeling_outputs import ModelOutput
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 from transformers.models.llama.modeling_llama import (
     LlamaAttention,
     LlamaDecoderLayer,
     LlamaPreTrainedModel,
     LlamaRMSNorm,
     LlamaRotaryEmbedding,
-    apply_rotary_pos_emb,
-    eager_attention_forward,
 )
 from transformers.utils import can_return_tuple
 
@@ -57,10 +53,26 @@ except ImportError:  # installed as top-level modules
     from configuration_hullama import HuLlamaConfig
 
 
+# transformers 5.24 renamed the key-value cache from `past_key_values` to `cache`: the output field, the keyword of
+# forward, of the decoder layers and attention, and what `generate` passes (the old name is deprecated until 5.40).
+# HuLlama speaks the installed release's name to transformers and accepts either name from its callers.
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _the_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The one cache a caller passed, under the new name (`cache`) or the old one (`past_key_values`)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the key-value cache once, as `cache` or as `past_key_values`, not both")
+    return cache if cache is not None else past_key_values
+
+
 @dataclass
-class HuLlamaModelOutput(ModelOutput):
-    """
-    last_hidden_state: `[B, T, H]` for a single-block input, else `[B, K, T, H]`.
+class AuthorStateOutput:
+    """The author-state fields that every HuLlama output adds to its transformers output class.
+
+    Listed first among the bases of each output, so that transformers' fields keep their places (the first field
+    stays `loss` or `last_hidden_state`, as tuples and indexing expect) and the state fields follow them.
+
     author_states: `[B, K, S]`, the state after each block (an all-padding block repeats the previous state).
     final_author_state: `[B, S]`, the state after the last block: pass it as `author_state` to continue.
     block_mask: `[B, K]`, True for blocks that hold at least one real token.
@@ -73,44 +85,29 @@ class HuLlamaModelOutput(ModelOutput):
         insertion point (see the module docstring); None where no token is real.
     """
 
-    last_hidden_state: torch.FloatTensor | None = None
     author_states: torch.FloatTensor | None = None
     final_author_state: torch.FloatTensor | None = None
     block_mask: torch.BoolTensor | None = None
     block_summaries: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
     state_abs_mean: torch.FloatTensor | None = None
     injection_norm: torch.FloatTensor | None = None
 
 
 @dataclass
-class HuLlamaCausalLMOutput(ModelOutput):
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    author_states: torch.FloatTensor | None = None
-    final_author_state: torch.FloatTensor | None = None
-    block_mask: torch.BoolTensor | None = None
-    block_summaries: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    state_abs_mean: torch.FloatTensor | None = None
-    injection_norm: torch.FloatTensor | None = None
+class HuLlamaModelOutput(AuthorStateOutput, BaseModelOutputWithPast):
+    """Llama's base output (last_hidden_state `[B, T, H]` for a single-block input, else `[B, K, T, H]`; the cache;
+    hidden_states) plus the author-state fields."""
 
 
 @dataclass
-class HuLlamaSequenceClassifierOutput(ModelOutput):
-    """logits: `[B, C]` (a single-block input, or author level), else `[B, K, T, C]` at every token."""
+class HuLlamaCausalLMOutput(AuthorStateOutput, CausalLMOutputWithPast):
+    """Llama's causal-LM output (loss, logits, the cache, hidden_states) plus the author-state fields."""
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    author_states: torch.FloatTensor | None = None
-    final_author_state: torch.FloatTensor | None = None
-    block_mask: torch.BoolTensor | None = None
-    block_summaries: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    state_abs_mean: torch.FloatTensor | None = None
-    injection_norm: torch.FloatTensor | None = None
+
+@dataclass
+class HuLlamaSequenceClassifierOutput(AuthorStateOutput, SequenceClassifierOutputWithPast):
+    """Llama's classifier output plus the author-state fields; logits `[B, C]` (a single-block input, or author
+    level), else `[B, K, T, C]` at every token."""
 
 
 class ZeroInitLinear(nn.Linear):
@@ -237,52 +234,36 @@ class HuLlamaAttention(LlamaAttention):
     """Llama attention that may receive the author state: a per-sequence offset to the query (`state_query_offset`),
     or memory slots read with the query and added, gated, to the attention output before `o_proj` (`state_memory`).
 
-    Same parameters as LlamaAttention (a Llama checkpoint loads as is); with neither it computes the same.
+    Same parameters as LlamaAttention (a Llama checkpoint loads as is), and Llama's own forward runs: the state
+    enters through hooks on `q_proj`'s output and `o_proj`'s input for the length of one call, so that everything
+    else (rotary positions, the cache, the attention implementations) is upstream's, whatever the release.
     """
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        state_query_offset: torch.Tensor | None = None,
-        state_memory: StateMemory | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.head_dim)
+    def forward(self, hidden_states, *args, state_query_offset=None, state_memory: StateMemory | None = None, **kwargs):
+        if state_query_offset is None and state_memory is None:
+            return super().forward(hidden_states, *args, **kwargs)
+        memory_read = []
 
-        query = self.q_proj(hidden_states)
-        if state_query_offset is not None:  # [B, heads * head_dim], the same for every token of the block
-            query = query + state_query_offset.to(query.dtype).unsqueeze(1)
-        query_states = query.view(hidden_shape).transpose(1, 2)
-        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        def add_state_to_query(module, inputs, query):  # query [b, T, heads * head_dim]
+            if state_query_offset is not None:  # [b, heads * head_dim], the same for every token of the block
+                query = query + state_query_offset.to(query.dtype).unsqueeze(1)
+            if state_memory is not None:  # read with the query before rotary positions: [b, heads, T, head_dim]
+                heads = query.view(*query.shape[:-1], -1, self.head_dim).transpose(1, 2)
+                memory_read.append(_read_memory(heads, state_memory, self.scaling))
+            return query
 
-        memory_read = _read_memory(query_states, state_memory, self.scaling) if state_memory is not None else None
-        cos, sin = position_embeddings
-        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
-        if past_key_values is not None:
-            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
+        def add_memory_read(module, inputs):  # the attention output [b, T, heads * head_dim], before o_proj
+            (attn_output, *rest) = inputs
+            return (attn_output + memory_read.pop().flatten(2).to(attn_output.dtype), *rest)
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        attn_output, attn_weights = attention_interface(
-            self,
-            query_states,
-            key_states,
-            value_states,
-            attention_mask,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            scaling=self.scaling,
-            **kwargs,
-        )
-        if memory_read is not None:  # [b, T, heads, head_dim], as attn_output
-            attn_output = attn_output + memory_read.to(attn_output.dtype)
-        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
-        return self.o_proj(attn_output), attn_weights
+        hooks = [self.q_proj.register_forward_hook(add_state_to_query)]
+        if state_memory is not None:
+            hooks.append(self.o_proj.register_forward_pre_hook(add_memory_read))
+        try:
+            return super().forward(hidden_states, *args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
 
 
 class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
@@ -374,12 +355,13 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         author_state: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         ablate_state: bool = False,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> HuLlamaModelOutput:
         """Input `[B, T]` (one block) or `[B, K, T]` (K blocks in time order; the same for masks and positions).
@@ -387,8 +369,10 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         `author_state` `[B, S]` is the state before the first block (default: the learned initial state).
         `ablate_state=True` injects the learned initial state into every block instead of the carried state; the
         recurrence still runs from `author_state` and its states are returned (the zeroed-state ablation).
-        Cached decoding (`past_key_values`, `use_cache`) is for single-block inputs, as in `generate`.
+        Cached decoding (`cache`, or `past_key_values` as transformers before 5.24 named it; `use_cache`) is for
+        single-block inputs, as in `generate`.
         """
+        cache = _the_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
@@ -411,12 +395,12 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         device = inputs_embeds.device
 
         position_ids = self._blocks_like(position_ids, "position_ids", blocks_shape, single_block)
-        if num_blocks > 1 and past_key_values is not None:
-            raise ValueError("past_key_values (cached decoding) takes a single block [batch, tokens], not several")
+        if num_blocks > 1 and cache is not None:
+            raise ValueError("a key-value cache (cached decoding) takes a single block [batch, tokens], not several")
         use_cache = (self.config.use_cache if use_cache is None else use_cache) and num_blocks == 1
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past_seen = cache.get_seq_length() if cache is not None else 0
         if past_seen + block_len > self.config.max_position_embeddings:
             raise ValueError(
                 f"A block of {past_seen + block_len} tokens is longer than max_position_embeddings="
@@ -445,7 +429,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
 
         block_mask = token_mask.bool().any(-1)  # [B, K]
         ablated = self.author_state.initial_states(batch) if ablate_state else None
-        parallel = completes_blocks and past_key_values is None and self.config.extract_layer < self.config.insert_layer
+        parallel = completes_blocks and cache is None and self.config.extract_layer < self.config.insert_layer
         if parallel:
             last_hidden_state, states, summaries, layer_states, (injected_sum, injected_tokens) = self._run_parallel(
                 inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
@@ -456,7 +440,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         else:
             (last_hidden_state, states, summaries, hidden_states, (injected_sum, injected_tokens),
              state) = self._run_in_order(
-                inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated, past_key_values,
+                inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated, cache,
                 use_cache, output_hidden_states, completes_blocks, **kwargs,
             )
         if single_block:
@@ -473,14 +457,14 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             final_author_state=state if completes_blocks else None,
             block_mask=block_mask if completes_blocks else None,
             block_summaries=summaries if completes_blocks else None,
-            past_key_values=past_key_values if use_cache else None,
+            **{CACHE_NAME: cache if use_cache else None},
             hidden_states=hidden_states,
             state_abs_mean=state_abs_mean,
             injection_norm=injection_norm,
         )
 
     def _run_in_order(self, inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
-                      past_key_values, use_cache, output_hidden_states, completes_blocks, **kwargs):
+                      cache, use_cache, output_hidden_states, completes_blocks, **kwargs):
         """Block after block, each through every layer (the general case, and cached decoding)."""
         batch, num_blocks = block_mask.shape
         states, summaries, outputs, all_hidden = [], [], [], []
@@ -489,7 +473,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             rows = block_mask[:, k].nonzero().squeeze(-1)
             # All-padding rows are left out of the block: they would attend to nothing, and their state carries.
             # A cache holds every row, so cached decoding (single block, as in generate) runs them all.
-            subset = None if len(rows) == batch or past_key_values is not None else rows
+            subset = None if len(rows) == batch or cache is not None else rows
             take = (lambda t: t) if subset is None else (lambda t: t.index_select(0, subset))
             positions = position_ids[:, k] if position_ids is not None else None
             hidden, summary, layer_states, injected = self._run_block(
@@ -498,7 +482,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
                 take(token_mask[:, k]),
                 take(positions) if positions is not None else None,
                 take(state if ablated is None else ablated),
-                past_key_values,
+                cache,
                 use_cache,
                 output_hidden_states,
                 **kwargs,
@@ -524,16 +508,16 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         summaries = torch.stack(summaries, 1) if summaries else None
         return torch.stack(outputs, 1), states, summaries, hidden_states, (injected_sum, injected_tokens), state
 
-    def _prepare(self, embeds, attention_mask, position_ids, past_key_values):
+    def _prepare(self, embeds, attention_mask, position_ids, cache):
         """Positions (restarting in every block), the causal mask and the rotary embeddings of a batch of blocks."""
         if position_ids is None:
-            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(embeds.shape[1], device=embeds.device).unsqueeze(0) + past_seen
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            **{CACHE_NAME: cache},
             position_ids=position_ids,
         )
         return position_ids, causal_mask, self.rotary_emb(embeds, position_ids=position_ids)
@@ -543,7 +527,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
 
         Returns the hidden states and the block summaries (when `extract_layer` is in the range, else None).
         """
-        position_ids, causal_mask, position_embeddings, past_key_values, use_cache = context
+        position_ids, causal_mask, position_embeddings, cache, use_cache = context
         summary = None
         for i in range(start, stop):
             extra = {}
@@ -556,7 +540,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                **{CACHE_NAME: cache},
                 use_cache=use_cache,
                 **extra,
                 **kwargs,
@@ -579,7 +563,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             return (token_norms * real).sum(), real.sum()
 
     def _run_block(
-        self, embeds, attention_mask, token_mask, position_ids, state, past_key_values, use_cache, output_hidden_states, **kwargs
+        self, embeds, attention_mask, token_mask, position_ids, state, cache, use_cache, output_hidden_states, **kwargs
     ):
         """One block of b sequences through every layer, `state` injected at `insert_layer`.
 
@@ -587,8 +571,8 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         injection, number of real tokens), detached. `attention_mask` is the caller's (None, or covering cached
         tokens too); `token_mask` marks the block's real tokens.
         """
-        position_ids, causal_mask, position_embeddings = self._prepare(embeds, attention_mask, position_ids, past_key_values)
-        context = (position_ids, causal_mask, position_embeddings, past_key_values, use_cache)
+        position_ids, causal_mask, position_embeddings = self._prepare(embeds, attention_mask, position_ids, cache)
+        context = (position_ids, causal_mask, position_embeddings, cache, use_cache)
         injection, residual, row_norms = self.author_state.injection(state)
         layer_states = [embeds] if output_hidden_states else None
         hidden, summary = self._run_layers(
@@ -680,7 +664,7 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         author_state: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -688,6 +672,7 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
         logits_to_keep: int = 0,
         output_hidden_states: bool | None = None,
         ablate_state: bool = False,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> HuLlamaCausalLMOutput:
         """`labels` has the input's shape, -100 where no token is predicted; shifted inside each block.
@@ -704,7 +689,7 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_the_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             author_state=author_state,
             use_cache=use_cache,
@@ -725,7 +710,7 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
             final_author_state=outputs.final_author_state,
             block_mask=outputs.block_mask,
             block_summaries=outputs.block_summaries,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             state_abs_mean=outputs.state_abs_mean,
             injection_norm=outputs.injection_norm,

@@ -9,7 +9,7 @@ from conftest import perturb_state_modules, tiny_hullama_config
 from torch.testing import assert_close
 from transformers import LlamaForCausalLM
 
-from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification
+from modeling_hullama import CACHE_NAME, HuLlamaForCausalLM, HuLlamaForSequenceClassification
 
 MECHANISMS = ["query", "gate", "memory"]
 # The parameters through which the state enters, per mechanism; they add exactly zero at initialisation.
@@ -228,7 +228,7 @@ def test_diagnostics_in_cached_decoding_and_on_the_classifier():
     ids = _ids(2, 5)
     with torch.no_grad():
         first = model(ids, use_cache=True)
-        step = model(_ids(2, 1, seed=3), past_key_values=first.past_key_values,
+        step = model(_ids(2, 1, seed=3), past_key_values=getattr(first, CACHE_NAME),
                      attention_mask=torch.ones(2, 6, dtype=torch.long))
     assert step.state_abs_mean is None and step.author_states is None  # no block is completed
     assert step.injection_norm > 0

@@ -24,8 +24,9 @@ from train.qlora import FULLY_TRAINED_MODULES
 from train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier
 
 DIAGNOSTICS = ("state_abs_mean", "injection_norm")
-STATE_OUTPUTS = ("author_states", "final_author_state", "block_mask", "block_summaries", "past_key_values", "hidden_states",
-                 *DIAGNOSTICS)
+# Every output but the loss and logits; the cache is "cache" from transformers 5.24 on, "past_key_values" before.
+STATE_OUTPUTS = ("author_states", "final_author_state", "block_mask", "block_summaries", "cache", "past_key_values",
+                 "hidden_states", "attentions", *DIAGNOSTICS)
 
 
 class HuLMTrainer(Trainer):
