@@ -1,23 +1,58 @@
 # Two commands make the quick start: `make demo` (train the default HuLM job) and `make test`.
-# torch is pinned and installed in the same pip command as everything else, so that pip never
-# swaps in a multi-GB CUDA build to satisfy peft or accelerate.
+# Every target runs in a virtual environment inside the checkout ($(VENV)), installed from the lock file
+# (requirements/lock.txt: the exact versions the test suite passed with), so nothing is installed into the system
+# Python. torch is pinned and installed in the same pip command as everything else, so that pip never swaps in a
+# multi-GB CUDA build to satisfy peft or accelerate.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+VENV ?= .venv
+# Constraints for the install; `make install LOCK=` resolves to the newest releases within setup.cfg's ranges.
+LOCK ?= requirements/lock.txt
+PY := $(VENV)/bin/python
+# The tests of the Hub code (the two modules a model repo ships), run on more than one transformers release in CI.
+HUB_TESTS := tests/test_transformers_versions.py tests/test_parity.py tests/test_remote_code.py tests/test_state.py \
+	tests/test_mechanisms.py tests/test_pipelines.py tests/test_quantized.py tests/test_config.py
+MIN_TRANSFORMERS := $(shell sed -n 's/^MIN_TRANSFORMERS_VERSION = "\(.*\)"/\1/p' configuration_hullama.py)
 
-.PHONY: install test test-slow demo bench
+.PHONY: install test test-slow test-hub test-hub-oldest demo bench lock
 
-install:
-	$(PYTHON) -m pip install --quiet "$(TORCH)" -e ".[train,dev]"
+# Reinstalled whenever the package's requirements or the lock change.
+$(VENV)/.installed: setup.cfg pyproject.toml $(LOCK)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(if $(LOCK),-c $(LOCK)) "$(TORCH)" -e ".[train,dev]"
+	touch $@
+
+install: $(VENV)/.installed
 
 # One torch thread per process: tests run tiny models (where threads only add overhead) and subprocesses.
 test: install
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 test-slow: install
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m slow
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
+
+test-hub: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(HUB_TESTS)
 
 demo: install
-	$(PYTHON) -m accelerate.commands.launch --num_processes 1 train/hulm.py
+	$(PY) -m accelerate.commands.launch --num_processes 1 train/hulm.py
 
 bench: install
-	$(PYTHON) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_model.py
+
+# Regenerate the lock: a fresh environment at the newest releases within setup.cfg's ranges (torch pinned), the
+# whole default suite on it, and only then its exact versions written to the lock.
+lock:
+	rm -rf .venv-lock
+	$(MAKE) install VENV=.venv-lock LOCK=
+	OMP_NUM_THREADS=1 .venv-lock/bin/python -m pytest -q
+	{ echo "# The exact versions the test suite passed with (written by 'make lock'; pip constraints)."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable --disable-pip-version-check \
+	    | sed 's/^torch==\([^+]*\)+.*/torch==\1/'; } > requirements/lock.txt
+	rm -rf .venv-lock
+
+# The Hub code on the oldest transformers release setup.cfg admits (CI runs it beside the locked suite).
+test-hub-oldest:
+	$(MAKE) install VENV=.venv-oldest
+	.venv-oldest/bin/python -m pip install --quiet --disable-pip-version-check "transformers==$(MIN_TRANSFORMERS)"
+	$(MAKE) test-hub VENV=.venv-oldest

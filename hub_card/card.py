@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from configuration_hullama import TRANSFORMERS_RANGE
+
 TEMPLATE_PATH = Path(__file__).with_name("template.md")
 HANDLER_PATH = Path(__file__).with_name("handler.py")
 PAPER_ID = "2603.05928"
@@ -290,6 +292,7 @@ def render_card(
         llama3=llama_license is not None,
         llama3_version=(llama_license or "llama3")[len("llama"):],
         paper_id=PAPER_ID,
+        transformers_range=TRANSFORMERS_RANGE,
         paper_url=PAPER_URL,
         training_main=training_main,
         training_all=training_all,

@@ -22,6 +22,19 @@ def _sentences(n: int, seed: int = 0):
         yield " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 15)))
 
 
+def pytest_report_header(config):
+    """The versions a failure depends on, at the top of every run (CI runs the suite in several environments)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets", "huggingface_hub"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return "hullama environment: " + ", ".join(found)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Tiny models run fastest on one thread; on a busy 2-core machine extra threads wait on each other (10-20x
