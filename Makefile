@@ -9,12 +9,15 @@ VENV ?= .venv
 # Constraints for the install; `make install LOCK=` resolves to the newest releases within setup.cfg's ranges.
 LOCK ?= requirements/lock.txt
 PY := $(VENV)/bin/python
-# The tests of the Hub code (the two modules a model repo ships), run on more than one transformers release in CI.
-HUB_TESTS := tests/test_transformers_versions.py tests/test_parity.py tests/test_remote_code.py tests/test_state.py \
-	tests/test_mechanisms.py tests/test_pipelines.py tests/test_quantized.py tests/test_config.py
+# The tests of the Hub code (the two modules a model repo ships), run on more than one transformers release in CI;
+# transformers' own common model tests are run on their own first, so that their counts stand in the log.
+UPSTREAM_SUITE := tests/test_transformers_suite.py
+HUB_TESTS := tests/test_transformers_versions.py tests/test_generation.py tests/test_model_contract.py \
+	tests/test_parity.py tests/test_remote_code.py tests/test_state.py tests/test_mechanisms.py tests/test_pipelines.py \
+	tests/test_quantized.py tests/test_config.py
 MIN_TRANSFORMERS := $(shell sed -n 's/^MIN_TRANSFORMERS_VERSION = "\(.*\)"/\1/p' configuration_hullama.py)
 
-.PHONY: install test test-slow test-hub test-hub-oldest demo bench lock
+.PHONY: install upstream-suite test test-slow test-hub test-hub-oldest demo bench lock
 
 # Reinstalled whenever the package's requirements or the lock change.
 $(VENV)/.installed: setup.cfg pyproject.toml $(LOCK)
@@ -24,14 +27,19 @@ $(VENV)/.installed: setup.cfg pyproject.toml $(LOCK)
 
 install: $(VENV)/.installed
 
+# transformers' common model tests ship in its sdist only: fetched once per release into ~/.cache/hullama (pip).
+upstream-suite: install
+	$(PY) tests/upstream_suite.py
+
 # One torch thread per process: tests run tiny models (where threads only add overhead) and subprocesses.
-test: install
+test: install upstream-suite
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 test-slow: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
 
-test-hub: install
+test-hub: install upstream-suite
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -rs $(UPSTREAM_SUITE)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(HUB_TESTS)
 
 demo: install

@@ -169,7 +169,9 @@ class HuLlamaConfig(LlamaConfig):
         fields = llama_config.to_dict()
         for key in ("model_type", "architectures", "auto_map", "transformers_version"):
             fields.pop(key, None)
-        return cls(**fields, **hullama_fields)
+        # The attention implementation is set on a config but not serialised: carry it over too.
+        fields.setdefault("attn_implementation", getattr(llama_config, "_attn_implementation", None))
+        return cls(**{**fields, **hullama_fields})
 
 
 HuLlamaConfig.register_for_auto_class()  # a saved config copies this file and names it in auto_map

@@ -29,6 +29,7 @@ included, runs unchanged (the zeroed-state ablation of every evaluation).
 """
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -45,13 +46,16 @@ from transformers.models.llama.modeling_llama import (
     LlamaRMSNorm,
     LlamaRotaryEmbedding,
 )
-from transformers.utils import can_return_tuple
+from transformers.utils import can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 try:  # as Hub code, next to the configuration file
     from .configuration_hullama import HuLlamaConfig
 except ImportError:  # installed as top-level modules
     from configuration_hullama import HuLlamaConfig
 
+
+logger = logging.get_logger(__name__)
 
 # transformers 5.24 renamed the key-value cache from `past_key_values` to `cache`: the output field, the keyword of
 # forward, of the decoder layers and attention, and what `generate` passes (the old name is deprecated until 5.40).
@@ -64,6 +68,15 @@ def _the_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | No
     if cache is not None and past_key_values is not None and cache is not past_key_values:
         raise ValueError("Pass the key-value cache once, as `cache` or as `past_key_values`, not both")
     return cache if cache is not None else past_key_values
+
+
+if CACHE_NAME == "cache":
+    # As upstream's own forwards do: the old name still works, with transformers' deprecation warning.
+    accept_old_cache_name = deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+else:
+
+    def accept_old_cache_name(forward):  # before 5.24 `past_key_values` is the name; `_the_cache` takes either
+        return forward
 
 
 @dataclass
@@ -110,14 +123,31 @@ class HuLlamaSequenceClassifierOutput(AuthorStateOutput, SequenceClassifierOutpu
     level), else `[B, K, T, C]` at every token."""
 
 
-class ZeroInitLinear(nn.Linear):
+class StateLinear(nn.Module):
+    """`x W^T + b` with float32 parameters, for the author-state modules.
+
+    Not an `nn.Linear` on purpose: quantizers (bitsandbytes among them) replace every `nn.Linear` they are not told to
+    skip, and a user's own quantization config would not name these. Parameter names are nn.Linear's.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=torch.float32))
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=torch.float32)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+class ZeroInitLinear(StateLinear):
     """A linear map that starts at exactly zero (see `_init_weights`): a new path that adds nothing until trained.
 
     It is its own class so that weight initialisation can single it out, also after a trust_remote_code load.
     """
 
 
-class FanInLinear(nn.Linear):
+class FanInLinear(StateLinear):
     """A linear map drawn with std `init_gain / sqrt(in_features)` and zero bias (see `_init_weights`), so that its
     output has about `init_gain` times the RMS of its input whatever the width."""
 
@@ -148,6 +178,93 @@ class StateMemory:
     values: torch.Tensor
     gate: torch.Tensor
     token_norms: torch.Tensor | None = None
+
+
+@dataclass
+class LayerRecord:
+    """What a pass through the layers records where the caller asks for it: the hidden states (each layer's input,
+    then the last layer's output after the final norm, as Llama returns them) and each layer's attention weights."""
+
+    hidden: list | tuple | None = None
+    attentions: list | tuple | None = None
+
+    @classmethod
+    def asked(cls, hidden: bool, attentions: bool) -> "LayerRecord":
+        return cls([] if hidden else None, [] if attentions else None)
+
+    def empty_like(self) -> "LayerRecord":
+        return LayerRecord.asked(self.hidden is not None, self.attentions is not None)
+
+    def start(self, embeds: torch.Tensor) -> None:
+        if self.hidden is not None:
+            self.hidden.append(embeds)
+
+    def finish(self, normed: torch.Tensor) -> None:
+        if self.hidden is not None:
+            self.hidden[-1] = normed
+
+    @contextmanager
+    def attention_of(self, attention: nn.Module):
+        """Record the attention weights `attention` returns during the block (none under SDPA, as in Llama)."""
+        if self.attentions is None:
+            yield
+            return
+
+        def keep_weights(module, args, output):
+            if output[1] is not None:
+                self.attentions.append(output[1])
+
+        hook = attention.register_forward_hook(keep_weights)
+        try:
+            yield
+        finally:
+            hook.remove()
+
+    def map(self, fn) -> "LayerRecord":
+        return LayerRecord(*(None if kept is None else [fn(t) for t in kept] for kept in (self.hidden, self.attentions)))
+
+    def as_tuples(self) -> "LayerRecord":
+        return LayerRecord(*(None if kept is None else tuple(kept) for kept in (self.hidden, self.attentions)))
+
+    @staticmethod
+    def stack(per_block: list["LayerRecord"], single_block: bool) -> "LayerRecord":
+        """Records of K blocks -> one record whose tensors are `[B, K, ...]` (`[B, ...]` for a single block), layer by
+        layer."""
+        first = per_block[0]
+        return LayerRecord(*(
+            None if getattr(first, field) is None
+            else tuple(_per_block(layer, single_block) for layer in zip(*(getattr(r, field) for r in per_block)))
+            for field in ("hidden", "attentions")
+        ))
+
+
+@dataclass
+class BlocksRun:
+    """What running K blocks gives: final hidden states `[B, K, T, H]`, the state after each block (a list of K
+    `[B, S]`), the block summaries `[B, K, H]` (None in a cached decoding step), the layer record (`[B, K, ...]`
+    tensors), and (sum over real tokens of the injection's norm, number of real tokens). For a single-block input the
+    hidden states and the record are `[B, ...]`, without the block axis."""
+
+    hidden: torch.Tensor
+    states: list
+    summaries: torch.Tensor | None
+    record: LayerRecord
+    injected: tuple
+
+
+def _per_block(tensors, single_block: bool) -> torch.Tensor:
+    """K tensors `[B, ...]`, one per block -> `[B, K, ...]`; for a single-block input the block's tensor itself, so
+    that the outputs are the tensors the forward computed with (their gradients reach them, as in Llama)."""
+    return tensors[0] if single_block else torch.stack(tensors, 1)
+
+
+def _keep_selected(hidden_states: tuple, selection) -> tuple:
+    """The hidden states `output_hidden_states=index or indices` selects (negative ones count from the end), None for
+    the others, as transformers' output capturing returns them."""
+    count = len(hidden_states)
+    selection = [selection] if isinstance(selection, int) else list(selection)
+    kept = {i % count for i in selection if -count <= i < count}
+    return tuple(h if i in kept else None for i, h in enumerate(hidden_states))
 
 
 class AuthorState(nn.Module):
@@ -191,6 +308,8 @@ class AuthorState(nn.Module):
             self.state_to_memory_keys = FanInLinear(config.state_size, slots, bias=False)
             self.state_to_memory_values = FanInLinear(config.state_size, slots, bias=False)
             self.memory_gate = TanhGate(config.num_attention_heads)
+        # float32 whatever the dtype the model is built in (`_keep_in_fp32_modules_strict` keeps it so when loading).
+        self.to(torch.float32)
 
     # Method names avoid those of peft's ModulesToSaveWrapper (update, forward, ...), which wraps this module.
     def initial_states(self, batch_size: int) -> torch.Tensor:
@@ -269,10 +388,9 @@ class HuLlamaAttention(LlamaAttention):
 class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
     config_class = HuLlamaConfig
     config: HuLlamaConfig
-    # The new modules are small and must not lose precision: never quantized, float32 under fp16 and bf16.
-    # bitsandbytes matches these from the start of a module name or as its suffix, hence both spellings.
-    _keep_in_fp32_modules = ["author_state", "model.author_state", "score"]
-    _keep_in_fp32_modules_strict = ["author_state", "model.author_state", "score"]
+    # The new modules are small and must not lose precision: float32 under fp16 and bf16 (strict), built in float32,
+    # and never quantized (their linear maps are StateLinear, which quantizers do not replace).
+    _keep_in_fp32_modules_strict = ["author_state"]
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -289,13 +407,9 @@ class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
-        keep_cpu_4bit_weights_unpacked(model)
-        # Modules missing from the checkpoint (all of them, from a Llama one) are created in the load dtype.
-        for name, module in model.named_modules():
-            if name.split(".")[-1] in ("author_state", "score"):
-                module.float()
-        return model
+        loaded = super().from_pretrained(*args, **kwargs)  # (model, loading info) with output_loading_info=True
+        keep_cpu_4bit_weights_unpacked(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
         # Reentrant checkpointing gives no gradient to keyword tensors, and the state offset is one.
@@ -350,6 +464,8 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
+    @can_return_tuple
+    @accept_old_cache_name
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -359,7 +475,8 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         author_state: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
         ablate_state: bool = False,
         past_key_values: Cache | None = None,
         **kwargs,
@@ -371,6 +488,8 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         recurrence still runs from `author_state` and its states are returned (the zeroed-state ablation).
         Cached decoding (`cache`, or `past_key_values` as transformers before 5.24 named it; `use_cache`) is for
         single-block inputs, as in `generate`.
+        `output_hidden_states` (True, or the indices of the hidden states to keep, the others None) and
+        `output_attentions` default to the config's; both come per block, `[B, K, ...]`, for a `[B, K, T]` input.
         """
         cache = _the_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
@@ -401,10 +520,11 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         past_seen = cache.get_seq_length() if cache is not None else 0
-        if past_seen + block_len > self.config.max_position_embeddings:
-            raise ValueError(
+        if past_seen + block_len > self.config.max_position_embeddings:  # runs, as Llama does (RoPE scaling may reach)
+            logger.warning_once(
                 f"A block of {past_seen + block_len} tokens is longer than max_position_embeddings="
-                f"{self.config.max_position_embeddings}; cut the history into blocks of at most that many tokens"
+                f"{self.config.max_position_embeddings}: positions past it were not trained unless RoPE scaling extends "
+                f"them; cut the history into blocks of at most that many tokens"
             )
 
         # In cached decoding the mask also covers the cached tokens; the block's own tokens are its last T columns.
@@ -427,47 +547,46 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             state = author_state
         completes_blocks = past_seen == 0  # a cached decoding step extends a block, it does not finish one
 
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        wants_hidden = output_hidden_states is True or not isinstance(output_hidden_states, (bool, type(None)))
+        record = LayerRecord.asked(wants_hidden, bool(output_attentions))
         block_mask = token_mask.bool().any(-1)  # [B, K]
         ablated = self.author_state.initial_states(batch) if ablate_state else None
         parallel = completes_blocks and cache is None and self.config.extract_layer < self.config.insert_layer
-        if parallel:
-            last_hidden_state, states, summaries, layer_states, (injected_sum, injected_tokens) = self._run_parallel(
-                inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
-                output_hidden_states, **kwargs,
-            )
-            state = states[-1]
-            hidden_states = tuple(layer_states) if output_hidden_states else None
-        else:
-            (last_hidden_state, states, summaries, hidden_states, (injected_sum, injected_tokens),
-             state) = self._run_in_order(
-                inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated, cache,
-                use_cache, output_hidden_states, completes_blocks, **kwargs,
-            )
-        if single_block:
-            last_hidden_state = last_hidden_state.squeeze(1)
-            hidden_states = tuple(h.squeeze(1) for h in hidden_states) if hidden_states else None
-        author_states = torch.stack(states, 1) if completes_blocks else None
+        run = self._run_parallel if parallel else self._run_in_order
+        blocks = run(inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated, cache,
+                     use_cache, record, single_block, **kwargs)
+
+        last_hidden_state, hidden_states, attentions = blocks.hidden, blocks.record.hidden, blocks.record.attentions
+        if hidden_states is not None and not isinstance(output_hidden_states, bool):
+            hidden_states = _keep_selected(hidden_states, output_hidden_states)
+        author_states = torch.stack(blocks.states, 1) if completes_blocks else None
         state_abs_mean = None
         if completes_blocks and block_mask.any():
             state_abs_mean = author_states.detach()[block_mask].abs().mean()
-        injection_norm = injected_sum / injected_tokens if injected_tokens else None
+        injected_sum, injected_tokens = blocks.injected
         return HuLlamaModelOutput(
             last_hidden_state=last_hidden_state,
             author_states=author_states,
-            final_author_state=state if completes_blocks else None,
+            final_author_state=blocks.states[-1] if completes_blocks else None,
             block_mask=block_mask if completes_blocks else None,
-            block_summaries=summaries if completes_blocks else None,
+            block_summaries=blocks.summaries if completes_blocks else None,
             **{CACHE_NAME: cache if use_cache else None},
             hidden_states=hidden_states,
+            attentions=attentions,
             state_abs_mean=state_abs_mean,
-            injection_norm=injection_norm,
+            injection_norm=injected_sum / injected_tokens if injected_tokens else None,
         )
 
     def _run_in_order(self, inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
-                      cache, use_cache, output_hidden_states, completes_blocks, **kwargs):
+                      cache, use_cache, record, single_block, **kwargs) -> "BlocksRun":
         """Block after block, each through every layer (the general case, and cached decoding)."""
         batch, num_blocks = block_mask.shape
-        states, summaries, outputs, all_hidden = [], [], [], []
+        completes_blocks = cache is None or cache.get_seq_length() == 0
+        states, summaries, outputs, records = [], [], [], []
         injected_sum, injected_tokens = 0.0, 0
         for k in range(num_blocks):
             rows = block_mask[:, k].nonzero().squeeze(-1)
@@ -475,8 +594,9 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             # A cache holds every row, so cached decoding (single block, as in generate) runs them all.
             subset = None if len(rows) == batch or cache is not None else rows
             take = (lambda t: t) if subset is None else (lambda t: t.index_select(0, subset))
+            whole = (lambda t: t) if subset is None else (lambda t: self._scatter(t, subset, batch))
             positions = position_ids[:, k] if position_ids is not None else None
-            hidden, summary, layer_states, injected = self._run_block(
+            hidden, summary, block_record, injected = self._run_block(
                 take(inputs_embeds[:, k]),
                 take(attention_mask[:, k]) if attention_mask is not None else None,
                 take(token_mask[:, k]),
@@ -484,7 +604,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
                 take(state if ablated is None else ablated),
                 cache,
                 use_cache,
-                output_hidden_states,
+                record.empty_like(),
                 **kwargs,
             )
             injected_sum, injected_tokens = injected_sum + injected[0], injected_tokens + injected[1]
@@ -494,19 +614,16 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
                     state = torch.where(block_mask[:, k, None], new_state, state)
                 else:
                     state = state.index_copy(0, subset, new_state)
-                summaries.append(summary if subset is None else self._scatter(summary, subset, batch))
+                summaries.append(whole(summary))
                 every = self.config.detach_state_every
                 if every and (k + 1) % every == 0:
                     state = state.detach()
             states.append(state)
-            outputs.append(hidden if subset is None else self._scatter(hidden, subset, batch))
-            if output_hidden_states:
-                all_hidden.append([h if subset is None else self._scatter(h, subset, batch) for h in layer_states])
-        hidden_states = None
-        if output_hidden_states:
-            hidden_states = tuple(torch.stack(per_layer, 1) for per_layer in zip(*all_hidden))
+            outputs.append(whole(hidden))
+            records.append(block_record.map(whole))
         summaries = torch.stack(summaries, 1) if summaries else None
-        return torch.stack(outputs, 1), states, summaries, hidden_states, (injected_sum, injected_tokens), state
+        return BlocksRun(_per_block(outputs, single_block), states, summaries, LayerRecord.stack(records, single_block),
+                         (injected_sum, injected_tokens))
 
     def _prepare(self, embeds, attention_mask, position_ids, cache):
         """Positions (restarting in every block), the causal mask and the rotary embeddings of a batch of blocks."""
@@ -522,10 +639,11 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         )
         return position_ids, causal_mask, self.rotary_emb(embeds, position_ids=position_ids)
 
-    def _run_layers(self, hidden, start, stop, context, token_mask, injection, residual, layer_states, **kwargs):
+    def _run_layers(self, hidden, start, stop, context, token_mask, injection, residual, record, **kwargs):
         """Layers [start, stop) on a batch of blocks; the state's injection enters at `insert_layer`.
 
-        Returns the hidden states and the block summaries (when `extract_layer` is in the range, else None).
+        Returns the hidden states and the block summaries (when `extract_layer` is in the range, else None); appends
+        each layer's output and attention weights to `record` where it asks for them.
         """
         position_ids, causal_mask, position_embeddings, cache, use_cache = context
         summary = None
@@ -535,20 +653,21 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
                 extra = injection
                 if residual is not None:  # [b, H], the same for every token of the block
                     hidden = hidden + residual.to(hidden.dtype).unsqueeze(1)
-            hidden = self.layers[i](
-                hidden,
-                attention_mask=causal_mask,
-                position_embeddings=position_embeddings,
-                position_ids=position_ids,
-                **{CACHE_NAME: cache},
-                use_cache=use_cache,
-                **extra,
-                **kwargs,
-            )
+            with record.attention_of(self.layers[i].self_attn):
+                hidden = self.layers[i](
+                    hidden,
+                    attention_mask=causal_mask,
+                    position_embeddings=position_embeddings,
+                    position_ids=position_ids,
+                    **{CACHE_NAME: cache},
+                    use_cache=use_cache,
+                    **extra,
+                    **kwargs,
+                )
             if i == self.config.extract_layer:
                 summary = _pool_block(hidden, token_mask, self.config.state_pooling)
-            if layer_states is not None:
-                layer_states.append(hidden)
+            if record.hidden is not None:
+                record.hidden.append(hidden)
         return hidden, summary
 
     @staticmethod
@@ -562,29 +681,26 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
                 token_norms = row_norms.float().unsqueeze(-1)
             return (token_norms * real).sum(), real.sum()
 
-    def _run_block(
-        self, embeds, attention_mask, token_mask, position_ids, state, cache, use_cache, output_hidden_states, **kwargs
-    ):
+    def _run_block(self, embeds, attention_mask, token_mask, position_ids, state, cache, use_cache, record, **kwargs):
         """One block of b sequences through every layer, `state` injected at `insert_layer`.
 
-        Returns final hidden [b, T, H], summary [b, H], layer outputs, and (sum over the real tokens of the norm of the
-        injection, number of real tokens), detached. `attention_mask` is the caller's (None, or covering cached
-        tokens too); `token_mask` marks the block's real tokens.
+        Returns final hidden [b, T, H], summary [b, H], the record of the layers, and (sum over the real tokens of the
+        norm of the injection, number of real tokens), detached. `attention_mask` is the caller's (None, or covering
+        cached tokens too); `token_mask` marks the block's real tokens.
         """
         position_ids, causal_mask, position_embeddings = self._prepare(embeds, attention_mask, position_ids, cache)
         context = (position_ids, causal_mask, position_embeddings, cache, use_cache)
         injection, residual, row_norms = self.author_state.injection(state)
-        layer_states = [embeds] if output_hidden_states else None
+        record.start(embeds)
         hidden, summary = self._run_layers(
-            embeds, 0, len(self.layers), context, token_mask, injection, residual, layer_states, **kwargs
+            embeds, 0, len(self.layers), context, token_mask, injection, residual, record, **kwargs
         )
         hidden = self.norm(hidden)
-        if output_hidden_states:
-            layer_states[-1] = hidden  # as Llama: the last entry is after the final norm
-        return hidden, summary, layer_states or [], self._injected(injection, row_norms, token_mask)
+        record.finish(hidden)
+        return hidden, summary, record, self._injected(injection, row_norms, token_mask)
 
     def _run_parallel(self, inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
-                      output_hidden_states, **kwargs):
+                      cache, use_cache, record, single_block, **kwargs) -> "BlocksRun":
         """All blocks at once, exactly equal to running them in order, when `extract_layer < insert_layer`.
 
         The layers up to the extraction do not depend on the state, so they run on every real block of every author
@@ -601,9 +717,9 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             position_ids[rows] if position_ids is not None else None, None,
         )
         context = (position_ids, causal_mask, position_embeddings, None, False)
-        layer_states = [embeds] if output_hidden_states else None
+        record.start(embeds)
         extract = self.config.extract_layer
-        hidden, summary = self._run_layers(embeds, 0, extract + 1, context, flat_tokens, {}, None, layer_states, **kwargs)
+        hidden, summary = self._run_layers(embeds, 0, extract + 1, context, flat_tokens, {}, None, record, **kwargs)
         summaries = summary.new_zeros(batch, num_blocks, summary.shape[-1]).index_put(rows, summary)
 
         states_before, states = [], []
@@ -618,17 +734,19 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         entering = ablated.unsqueeze(1).expand(-1, num_blocks, -1) if ablated is not None else torch.stack(states_before, 1)
         injection, residual, row_norms = self.author_state.injection(entering[rows])
         hidden, _ = self._run_layers(
-            hidden, extract + 1, len(self.layers), context, flat_tokens, injection, residual, layer_states, **kwargs
+            hidden, extract + 1, len(self.layers), context, flat_tokens, injection, residual, record, **kwargs
         )
         hidden = self.norm(hidden)
+        record.finish(hidden)
 
         def unflatten(values):
-            return values.new_zeros((batch, num_blocks, *values.shape[1:])).index_put(rows, values)
+            if single_block and len(rows[0]) == batch:  # already [B, ...] in order: the computed tensor itself
+                return values
+            blocks = values.new_zeros((batch, num_blocks, *values.shape[1:])).index_put(rows, values)
+            return blocks.squeeze(1) if single_block else blocks
 
-        if output_hidden_states:
-            layer_states[-1] = hidden
-            layer_states = [unflatten(h) for h in layer_states]
-        return unflatten(hidden), states, summaries, layer_states, self._injected(injection, row_norms, flat_tokens)
+        return BlocksRun(unflatten(hidden), states, summaries, record.map(unflatten).as_tuples(),
+                         self._injected(injection, row_norms, flat_tokens))
 
     @staticmethod
     def _scatter(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
@@ -650,6 +768,7 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
     """HuLM: next-token prediction over all blocks of an author, conditioned on the author state."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}  # as Llama's: the head is sharded with the embeddings it ties to
 
     def __init__(self, config: HuLlamaConfig):
         super().__init__(config)
@@ -659,6 +778,7 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
         self.post_init()
 
     @can_return_tuple
+    @accept_old_cache_name
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -670,7 +790,8 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
         ablate_state: bool = False,
         past_key_values: Cache | None = None,
         **kwargs,
@@ -694,6 +815,7 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
             author_state=author_state,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             ablate_state=ablate_state,
         )
         hidden = outputs.last_hidden_state
@@ -712,6 +834,7 @@ class HuLlamaForCausalLM(HuLlamaPreTrainedModel, GenerationMixin):
             block_summaries=outputs.block_summaries,
             **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
             state_abs_mean=outputs.state_abs_mean,
             injection_norm=outputs.injection_norm,
         )
@@ -724,13 +847,14 @@ class HuLlamaForSequenceClassification(HuLlamaPreTrainedModel):
     Regression (`num_labels=1`), single-label and multi-label (`labels` with a trailing class axis)."""
 
     accepts_loss_kwargs = False  # the loss is a mean over labels, not a token sum
+    _keep_in_fp32_modules_strict = ["author_state", "score"]
 
     def __init__(self, config: HuLlamaConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.model = HuLlamaModel(config)
         in_features = config.state_size if config.classification_level == "author" else config.hidden_size
-        self.score = nn.Linear(in_features, self.num_labels, bias=False)
+        self.score = nn.Linear(in_features, self.num_labels, bias=False, dtype=torch.float32)
         self.post_init()
 
     @can_return_tuple
@@ -742,7 +866,8 @@ class HuLlamaForSequenceClassification(HuLlamaPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         author_state: torch.FloatTensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
         ablate_state: bool = False,
         **kwargs,
     ) -> HuLlamaSequenceClassifierOutput:
@@ -754,6 +879,7 @@ class HuLlamaForSequenceClassification(HuLlamaPreTrainedModel):
             author_state=author_state,
             use_cache=False,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             ablate_state=ablate_state,
         )
         dtype = self.score.weight.dtype
@@ -783,6 +909,7 @@ class HuLlamaForSequenceClassification(HuLlamaPreTrainedModel):
             block_mask=outputs.block_mask,
             block_summaries=outputs.block_summaries,
             hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
             state_abs_mean=outputs.state_abs_mean,
             injection_norm=outputs.injection_norm,
         )

@@ -35,9 +35,18 @@ def test_both_or_neither_inputs(model):
         model(_ids(1, 4), inputs_embeds=torch.zeros(1, 4, 64))
 
 
-def test_block_longer_than_positions(model):
-    with pytest.raises(ValueError, match="longer than max_position_embeddings=64"):
-        model(_ids(1, 2, 65))
+def test_block_longer_than_positions_runs_with_a_warning(model, caplog):
+    """As Llama, a longer block runs (RoPE scaling may extend the positions); unscaled, the user is told once."""
+    from transformers.utils import logging
+
+    logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            out = model(_ids(1, 2, 65))
+    finally:
+        logging.disable_propagation()
+    assert out.logits.shape == (1, 2, 65, model.config.vocab_size)
+    assert "longer than max_position_embeddings=64" in caplog.text
 
 
 def test_mismatched_author_state(model):

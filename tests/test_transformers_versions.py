@@ -2,8 +2,8 @@
 
 transformers 5.24 renamed the key-value cache from `past_key_values` to `cache` (output field, forward keyword, what
 `generate` passes). A model that read only one name would still generate the right tokens without its cache, so
-these tests check that the cache is used (one new token per decoding step), not only that the tokens agree. CI runs
-this file on the oldest and the newest admitted release (`.ci/run`).
+tests/test_generation.py checks that the cache is used (one new token per decoding step), not only that the tokens
+agree. CI runs both files on the oldest and the newest admitted release (`.ci/run`).
 """
 
 import configparser
@@ -34,39 +34,6 @@ def _ids(*shape, seed=0):
     return torch.randint(2, 512, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def _tokens_per_call(model):
-    """Record how many tokens each forward call embeds (1 per step once a cache is used)."""
-    seen = []
-    hook = model.model.embed_tokens.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[-1]))
-    return seen, hook
-
-
-@pytest.mark.parametrize("mechanism", ["query", "gate", "memory"])
-def test_cached_generation_uses_its_cache_and_equals_uncached_greedy_decoding(mechanism):
-    model = _model(mechanism)
-    prompt = _ids(2, 6)
-    mask = torch.ones_like(prompt)
-    prompt[0, :2], mask[0, :2] = 1, 0  # left padding, as batched generation has it
-    state = torch.randn(2, model.config.state_size, generator=torch.Generator().manual_seed(5)) * 3
-    runs = {}
-    for use_cache in (True, False):
-        seen, hook = _tokens_per_call(model)
-        runs[use_cache] = model.generate(prompt, attention_mask=mask, author_state=state, max_new_tokens=5,
-                                         do_sample=False, pad_token_id=1, use_cache=use_cache)
-        hook.remove()
-        if use_cache:
-            assert seen == [6, 1, 1, 1, 1], f"decoding did not use its cache on transformers {transformers_version}"
-        else:
-            assert seen == [6, 7, 8, 9, 10]
-    assert torch.equal(runs[True], runs[False])
-    full_mask = torch.cat([mask, torch.ones(2, 5, dtype=torch.long)], 1)
-    with torch.no_grad():
-        logits = model(runs[True], attention_mask=full_mask, author_state=state, use_cache=False).logits
-    assert torch.equal(logits[:, 5:-1].argmax(-1), runs[True][:, 6:])
-    without_state = model.generate(prompt, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=1)
-    assert not torch.equal(without_state, runs[True])  # the state conditions the continuation
-
-
 @pytest.mark.parametrize("keyword", ["cache", "past_key_values"])
 def test_the_cache_is_on_the_output_and_accepted_under_either_name(keyword):
     model = _model("gate")
@@ -77,18 +44,31 @@ def test_the_cache_is_on_the_output_and_accepted_under_either_name(keyword):
         cache = getattr(first, CACHE_NAME)
         assert isinstance(cache, Cache) and cache.get_seq_length() == 6
         assert first[CACHE_NAME] is cache
-        step = model(ids[:, 6:], author_state=state, **{keyword: cache})
+        if keyword == "past_key_values" and CACHE_NAME == "cache":  # deprecated from 5.24 on, as upstream's
+            with pytest.warns(FutureWarning, match="`past_key_values` is deprecated"):
+                step = model(ids[:, 6:], author_state=state, **{keyword: cache})
+        else:
+            step = model(ids[:, 6:], author_state=state, **{keyword: cache})
     assert_close(step.logits[:, 0], whole[:, 6])
     assert getattr(step, CACHE_NAME).get_seq_length() == 7
 
 
-def test_the_cache_given_under_both_names_is_refused():
+def test_the_cache_given_under_both_names():
+    """From 5.24 on, as transformers' own models: a deprecation warning, and `cache` is used. Before, an error."""
     model = _model("gate")
+    ids = _ids(1, 5)
     with torch.no_grad():
-        first = model(_ids(1, 4), use_cache=True)
+        first = model(ids[:, :4], use_cache=True)
         other = model(_ids(1, 4, seed=1), use_cache=True)
-    with pytest.raises(ValueError, match="not both"):
-        model(_ids(1, 1), cache=getattr(first, CACHE_NAME), past_key_values=getattr(other, CACHE_NAME))
+        whole = model(ids, use_cache=False).logits
+        both = dict(cache=getattr(first, CACHE_NAME), past_key_values=getattr(other, CACHE_NAME))
+        if CACHE_NAME == "cache":
+            with pytest.warns(FutureWarning, match="Both `past_key_values` and `cache` are set"):
+                step = model(ids[:, 4:], **both)
+            assert_close(step.logits[:, 0], whole[:, 4])  # continued from `cache`
+        else:
+            with pytest.raises(ValueError, match="not both"):
+                model(ids[:, 4:], **both)
 
 
 def test_cache_name_follows_the_installed_release():
