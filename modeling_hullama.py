@@ -538,6 +538,9 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
 
         if author_state is None:
             state = self.author_state.initial_states(batch)
+        elif not torch.is_tensor(author_state) or not author_state.is_floating_point():
+            raise ValueError(f"author_state must be a float tensor [batch, state_size] (a state a HuLlama returned); "
+                             f"got {getattr(author_state, 'dtype', type(author_state).__name__)}")
         elif author_state.shape != (batch, self.config.state_size):
             raise ValueError(
                 f"author_state must be [batch={batch}, state_size={self.config.state_size}]; "
@@ -554,6 +557,8 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         wants_hidden = output_hidden_states is True or not isinstance(output_hidden_states, (bool, type(None)))
         record = LayerRecord.asked(wants_hidden, bool(output_attentions))
         block_mask = token_mask.bool().any(-1)  # [B, K]
+        if completes_blocks and not block_mask.any():
+            raise ValueError("attention_mask marks no real token in any block: there is nothing to read")
         ablated = self.author_state.initial_states(batch) if ablate_state else None
         parallel = completes_blocks and cache is None and self.config.extract_layer < self.config.insert_layer
         run = self._run_parallel if parallel else self._run_in_order

@@ -83,6 +83,8 @@ from dataclasses import dataclass, replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from train.args import OneLineArgumentParser  # noqa: E402
+
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "commits"
 LAYOUTS = ("default", "low-extract")
 BASELINES = ("none", "in_context")
@@ -139,7 +141,7 @@ def _true_or_false(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     doc = __doc__.split("\n\n")
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="study_state.py", description=doc[0] + "\n\n" + doc[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n" + doc[2] + "\n\n" + "\n\n".join(doc[3:]))

@@ -58,6 +58,7 @@ import torch  # noqa: E402
 
 from eval.features import ModelParts, model_parts, recurrent_chunks  # noqa: E402
 from train.blocks import IGNORE_INDEX, VARIANTS, build_blocks  # noqa: E402
+from train.args import OneLineArgumentParser, check_common_args  # noqa: E402
 from train.corpus import Corpus  # noqa: E402
 
 ZEROED = "recurrent_zeroed_state"
@@ -445,7 +446,7 @@ def synthetic_heldout() -> Corpus:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Examples:\n" + __doc__.split("Command line")[1].split("\n", 1)[1])
     parser.add_argument("--model", required=True, help="folder of a HuLlama or Llama checkpoint (config.json)")
@@ -504,6 +505,8 @@ def load_eval_corpus(data: str, split: str = "test", max_authors: int | None = N
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_common_args(parser, args, ("batch_size", "blocks_per_forward", "bootstrap_samples", "max_blocks",
+                                     "context_window", "max_authors"))
     try:
         buckets = [int(x) for x in args.history_buckets.split(",") if x.strip()]
     except ValueError:
@@ -521,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         model, tokenizer = load_model(args.model, adapter=args.adapter, tokenizer=args.tokenizer,
                                       as_hullama=args.as_hullama, dtype=args.dtype, device=args.device)
-    except (FileNotFoundError, OSError) as e:
+    except (FileNotFoundError, OSError, ValueError) as e:
         parser.error(str(e).splitlines()[0])
     config = model_parts(model).model.config
     block_size = args.block_size or getattr(config, "block_size", None) or min(256, config.max_position_embeddings)
@@ -536,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                       history_buckets=buckets, bootstrap_samples=args.bootstrap_samples,
                                       seed=args.seed)
     except ValueError as e:
-        raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
+        parser.error(str(e).splitlines()[0])
     results["settings"].update(model=args.model, adapter=args.adapter, data=args.data)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

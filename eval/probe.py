@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 
 from eval.features import AUTHOR_SOURCES, MESSAGE_CONTEXTS, Features, author_features, message_features, model_parts  # noqa: E402
 from eval.tasks import SPLITS, TASK_NAMES, TaskSpec, get_task, load_task  # noqa: E402
+from train.args import OneLineArgumentParser, check_common_args  # noqa: E402
 from train.corpus import Corpus  # noqa: E402
 
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
@@ -261,7 +262,7 @@ def _per_model(parser, values: list[str] | None, n: int, flag: str, default: Any
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Examples:\n" + __doc__.split("Command line")[1].split("\n", 1)[1])
     parser.add_argument("--model", action="append", required=True,
@@ -291,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="weights' dtype when loading")
     parser.add_argument("--output_dir", default="outputs/probe", help="where probe.json and probe.md are written")
     args = parser.parse_args(argv)
+    check_common_args(parser, args, ("batch_size", "blocks_per_forward", "max_blocks"))
     n = len(args.model)
     adapters = [None if a in (None, "none") else a for a in _per_model(parser, args.adapter, n, "--adapter", None)]
     as_hullama = [a == "yes" for a in _per_model(parser, args.as_hullama, n, "--as_hullama", "no")]
@@ -316,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         try:
             models[name] = load_model(path, adapter=adapter, tokenizer=args.tokenizer, as_hullama=hullama,
                                       dtype=args.dtype, device=args.device)
-        except (FileNotFoundError, OSError) as e:
+        except (FileNotFoundError, OSError, ValueError) as e:
             parser.error(str(e).splitlines()[0])
     try:
         results = probe_tasks(models, tasks, layer=args.layer, message_context=args.message_context,
@@ -324,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               max_blocks=args.max_blocks, batch_size=args.batch_size,
                               blocks_per_forward=args.blocks_per_forward, seed=args.seed)
     except ValueError as e:
-        raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
+        parser.error(str(e).splitlines()[0])
     for name, path, adapter in zip(names, args.model, adapters):
         results["models"][name].update(path=path, adapter=adapter)
     out = Path(args.output_dir)

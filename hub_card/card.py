@@ -250,6 +250,9 @@ def render_card(
     if llama_license:
         card_tags.append("llama-3")
     card_tags += list(tags or [])
+    if eval_results:  # the corpus a score was measured on, by file name (its rows name a path)
+        eval_results = [{**row, "dataset_name": file_names_only(str(row["dataset_name"]))}
+                        if row.get("dataset_name") else row for row in eval_results]
     results = eval_results_from_rows(eval_results) if eval_results else None
     widget_entries = _check_widget(widget, pipeline_tag) if widget else None
     model_name = repo_id.rsplit("/", 1)[-1]
@@ -268,6 +271,8 @@ def render_card(
     )
     training_main, training_all = _training_rows(training_args)
     summary_text, summary_rows = _data_summary(data_summary)
+    if summary_text:  # shown as a code block, which file_names_only leaves alone: its paths are cut here
+        summary_text = _LOCAL_FOLDERS.sub("", summary_text)
     eval_rows = [
         {
             "task": _cell(r.task_name or r.task_type),
@@ -306,9 +311,23 @@ def render_card(
         state_mechanism=state_mechanism,
         normalize_state_update=normalize_state_update,
     )
-    card.text = _tidy(card.text)
+    card.text = file_names_only(_tidy(card.text))
     validate_card(card)
     return card
+
+
+# The folders of a local path ('/home/me/data/' in '/home/me/data/authors.jsonl', and ~/, ./, ../ paths); a Hub id
+# ('owner/name') or a URL does not start a token with '/', '~' or '.'.
+_LOCAL_FOLDERS = re.compile(r"(?<![\w:/.-])(?:~/|\.{1,2}/|/)(?:[^\s/\[\]()|`'\",]+/)+")
+
+
+def file_names_only(text: str) -> str:
+    """`text` with every local path cut to its file name, outside code blocks: a card is pushed, and a path tells
+    where (and whose) the files were (the home folder, the user name)."""
+    parts = text.split("```")
+    for i in range(0, len(parts), 2):  # the even parts lie outside code blocks
+        parts[i] = _LOCAL_FOLDERS.sub("", parts[i])
+    return "```".join(parts)
 
 
 def _tidy(text: str) -> str:

@@ -74,3 +74,14 @@ def test_message_labels_of_the_wrong_shape():
     classifier = HuLlamaForSequenceClassification(tiny_hullama_config(num_labels=3))
     with pytest.raises(ValueError, match=r"message-level labels must be \[batch, blocks, tokens\]"):
         classifier(_ids(2, 3, 8), labels=torch.zeros(2, 3, 7, dtype=torch.long))
+
+
+def test_an_integer_author_state_is_refused(model):
+    with pytest.raises(ValueError, match="author_state must be a float tensor"):
+        model(_ids(2, 3, 8), author_state=torch.zeros(2, 64, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shape", [(2, 8), (2, 3, 8)])
+def test_an_all_padding_input_is_refused(model, shape):
+    with pytest.raises(ValueError, match="no real token in any block"):
+        model(_ids(*shape), attention_mask=torch.zeros(shape, dtype=torch.long))

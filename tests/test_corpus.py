@@ -266,7 +266,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(CorpusError, match="pick one split"):
         load_corpus(datasets.DatasetDict({"train": datasets.Dataset.from_pandas(pd.DataFrame(RECORDS[:1]))}))
     (tmp_path / "empty_folder").mkdir()
-    with pytest.raises(CorpusError, match="empty_folder.*could not read this folder"):
+    with pytest.raises(CorpusError, match="empty_folder.*holds no corpus file"):
         load_corpus(tmp_path / "empty_folder", cache_dir=str(tmp_path / "hf"))
     with pytest.raises(ValueError, match="task must be"):
         load_corpus(pd.DataFrame(RECORDS), task="stance")

@@ -368,3 +368,15 @@ def test_the_architecture_line_names_the_models_mechanism():
 
     assert "U_k = tanh(RMSNorm(W_u U_{k-1} + W_h h_k))" in card()
     assert "U_k = tanh(W_u U_{k-1} + W_h h_k)" in card(normalize_state_update=False)
+
+
+def test_a_card_names_files_not_the_local_paths_they_were_read_from():
+    folder = "/home/someone/private/corpora"
+    card = str(render_card(
+        repo_id="me/hullama-test", base_model=None, data_summary=f"data report: {folder}/authors.jsonl [train]",
+        training_args={"output_dir": f"{folder}/out", "learning_rate": 0.001},
+        eval_results=[{"task_type": "text-generation", "task_name": "HuLM", "dataset_name": f"{folder}/a.jsonl",
+                       "dataset_type": "author-corpus", "metric_type": "perplexity", "metric_name": "perplexity",
+                       "metric_value": 5.0}],
+    ))
+    assert "someone" not in card and "authors.jsonl" in card and "a.jsonl" in card

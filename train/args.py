@@ -6,6 +6,7 @@ the resolved arguments next to its outputs (`run_args.json`).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -13,13 +14,48 @@ from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments
 
+from configuration_hullama import STATE_MECHANISMS, STATE_POOLINGS
+
 QUANTIZATIONS = ("nf4", "int8", "none")
 VARIANTS = ("recurrent", "in_context", "none")
+DATA_CACHES = ("hf_home", "output_dir", "off")
 LLAMA_LINEAR_MODULES = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
 class ArgumentError(ValueError):
     """A bad argument: the scripts print it as one line and exit with status 2."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse for the evaluation and study scripts: no abbreviated flags (`--batch 8` is not `--batch_size 8`),
+    and an error is one line, `prog: error: message`, exit status 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def check_common_args(parser: argparse.ArgumentParser, args, counts: tuple[str, ...]) -> None:
+    """What the evaluation scripts share: counts that must be at least 1, an --output_dir that is not a file."""
+    for name in counts:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name} {value} is invalid: it must be at least 1")
+    if getattr(args, "block_size", None) is not None and args.block_size < 2:
+        parser.error(f"--block_size {args.block_size} is invalid: it must be at least 2")
+    output_dir = getattr(args, "output_dir", None)
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        parser.error(f"--output_dir {output_dir} is a file, not a folder")
+
+
+class _ArgumentsParser(HfArgumentParser):
+    """HfArgumentParser whose parse errors (a bad value, a missing value) are ArgumentErrors: one line."""
+
+    def error(self, message: str):
+        raise ArgumentError(message)
 
 
 @dataclass
@@ -73,6 +109,11 @@ class ModelArguments:
     scratch_layers: int = field(default=4, metadata={"help": "From scratch: number of layers."})
     scratch_heads: int = field(default=4, metadata={"help": "From scratch: attention heads."})
     scratch_vocab_size: int = field(default=4096, metadata={"help": "From scratch: BPE vocabulary size."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run code that --base_model, --adapter or --tokenizer ships (auto_map). HuLlama's own "
+                          "classes never need it: they come from this package, not from the folder or repo."},
+    )
 
     def __post_init__(self):
         if self.quantization is not None and self.quantization not in QUANTIZATIONS:
@@ -90,6 +131,26 @@ class ModelArguments:
             raise ArgumentError(f"--state_lr_scale {self.state_lr_scale} is invalid: it must be > 0")
         if self.base_model is None and self.adapter is None and self.quantization in ("nf4", "int8"):  # an adapter names its base
             raise ArgumentError("--quantization needs --base_model: a model built from scratch is trained in full")
+        if self.state_mechanism is not None and self.state_mechanism not in STATE_MECHANISMS:
+            raise ArgumentError(f"--state_mechanism {self.state_mechanism!r} is unknown: choose one of "
+                                f"{', '.join(STATE_MECHANISMS)}")
+        if self.state_pooling is not None and self.state_pooling not in STATE_POOLINGS:
+            raise ArgumentError(f"--state_pooling {self.state_pooling!r} is unknown: choose one of "
+                                f"{', '.join(STATE_POOLINGS)}")
+        for name in ("scratch_hidden_size", "scratch_layers", "scratch_heads", "scratch_vocab_size"):
+            if getattr(self, name) < 1:
+                raise ArgumentError(f"--{name} {getattr(self, name)} is invalid: it must be at least 1")
+        if self.scratch_hidden_size % self.scratch_heads:
+            raise ArgumentError(f"--scratch_heads {self.scratch_heads} must divide --scratch_hidden_size "
+                                f"{self.scratch_hidden_size}")
+        for name in ("insert_layer", "extract_layer"):
+            value = getattr(self, name)
+            if value is not None and (value < 0 or (self.from_scratch and value >= self.scratch_layers)):
+                depth = f"0 to {self.scratch_layers - 1} (--scratch_layers {self.scratch_layers})" if self.from_scratch \
+                    else "a layer of the base (0 or more)"
+                raise ArgumentError(f"--{name} {value} is invalid: it must be {depth}")
+        if self.detach_state_every is not None and self.detach_state_every < 0:
+            raise ArgumentError(f"--detach_state_every {self.detach_state_every} is invalid: 0 (never) or at least 1")
 
     @property
     def from_scratch(self) -> bool:
@@ -136,18 +197,46 @@ class DataArguments:
     synthetic_messages: int = field(default=40, metadata={"help": "Synthetic corpus: messages per author."})
     max_eval_authors: int | None = field(default=None, metadata={"help": "Cap on held-out authors scored."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    data_cache: str = field(
+        default="hf_home",
+        metadata={"help": "Where the tokenised author streams are cached (they hold the corpus's text as token ids): "
+                          "hf_home (datasets' cache under HF_HOME, reused by later runs), output_dir (inside "
+                          "--output_dir/data_cache) or off (in memory only)."},
+    )
 
     def __post_init__(self):
         for name in ("train_file", "validation_file"):
-            for path in split_paths(getattr(self, name)):
+            paths = split_paths(getattr(self, name))
+            for path in paths:
                 if "://" not in path and not Path(path).exists():
                     raise ArgumentError(f"--{name} {path}: no such file or folder")
+            repeated = sorted({p for p in paths if [Path(q).resolve() for q in paths].count(Path(p).resolve()) > 1})
+            if repeated:
+                raise ArgumentError(f"--{name} names {repeated[0]} more than once: its messages would count twice")
+        shared = {Path(p).resolve() for p in split_paths(self.train_file)} & {
+            Path(p).resolve() for p in split_paths(self.validation_file)}
+        if shared:
+            raise ArgumentError(f"--validation_file {sorted(shared)[0].name} is also a --train_file: held-out authors "
+                                "must not be training authors")
         if not 0 < self.validation_fraction < 1:
             raise ArgumentError(f"--validation_fraction {self.validation_fraction} must be in (0, 1)")
         if self.block_size is not None and self.block_size < 2:
             raise ArgumentError(f"--block_size {self.block_size} is invalid: it must be at least 2")
-        if self.max_blocks is not None and self.max_blocks < 1:
-            raise ArgumentError(f"--max_blocks {self.max_blocks} is invalid: it must be at least 1")
+        for name in ("max_blocks", "eval_max_blocks", "max_eval_authors", "synthetic_messages",
+                     "preprocessing_num_workers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ArgumentError(f"--{name} {value} is invalid: it must be at least 1")
+        if self.data_cache not in DATA_CACHES:
+            raise ArgumentError(f"--data_cache {self.data_cache!r} is unknown: choose one of {', '.join(DATA_CACHES)}")
+        if self.synthetic_authors < 2:
+            raise ArgumentError(f"--synthetic_authors {self.synthetic_authors} is invalid: training and held-out "
+                                "authors need at least 2")
+
+
+    def cache_dir(self, output_dir: str | Path) -> bool | Path | None:
+        """build_blocks' cache_dir for --data_cache: True (datasets' cache), a folder, or None (no cache files)."""
+        return {"hf_home": True, "output_dir": Path(output_dir) / "data_cache", "off": None}[self.data_cache]
 
 
 @dataclass
@@ -162,39 +251,75 @@ class HubArguments:
     )
 
 
+@dataclass
+class RunArguments:
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start afresh in an --output_dir that holds an earlier run, replacing its model, card, "
+                          "results and run_args.json. Without it such a folder is refused (resume an interrupted "
+                          "run with --resume_from_checkpoint true)."},
+    )
+
+
 def parse_args(argument_classes: tuple, argv: list[str] | None = None, defaults: dict | None = None):
     """Parse the command line (or a single .yaml/.json file) into the given dataclasses.
 
     `defaults` overrides TrainingArguments' library defaults with the script's own (an explicit flag still wins).
     """
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(argument_classes)
+    # No abbreviations: `--learning_rat 0.1` must be an error, not --learning_rate.
+    parser = _ArgumentsParser(argument_classes, allow_abbrev=False)
     if defaults:
         parser.set_defaults(**defaults)
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        import yaml  # a superset of JSON
+    try:
+        if is_run_file(argv):
+            return parser.parse_dict({**(defaults or {}), **read_run_file(argv[0])})
+        return parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:
+        unused = str(error).partition("not used by the HfArgumentParser: ")[2]
+        if unused:  # transformers' wording, for an unknown (or abbreviated) flag or run-file key
+            raise ArgumentError(f"unknown arguments {unused}: spell every argument out in full (see --help)") from None
+        raise
 
-        values = yaml.safe_load(Path(argv[0]).read_text()) or {}
-        return parser.parse_dict({**(defaults or {}), **values})
-    return parser.parse_args_into_dataclasses(args=argv)
+
+def is_run_file(argv: list[str]) -> bool:
+    return len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json"))
 
 
-def save_run_args(output_dir: str | Path, *parsed) -> Path:
-    """The resolved arguments of every dataclass, as JSON next to the outputs."""
+def read_run_file(path: str) -> dict:
+    """The arguments of a YAML (or JSON) run file: a mapping of argument names to values."""
+    import yaml  # a superset of JSON
+
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ArgumentError(f"{path}: no such run file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ArgumentError(f"{path}: not a readable YAML file ({str(error).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ArgumentError(f"{path}: expected a mapping of argument names to values, got a {type(values).__name__}")
+    return values
+
+
+def resolved_args(*parsed) -> dict:
+    """The resolved arguments of every dataclass, as run_args.json holds them."""
     resolved = {}
     for args in parsed:
         values = args.to_dict() if isinstance(args, TrainingArguments) else asdict(args)
         resolved[type(args).__name__] = values
+    return json.loads(json.dumps(resolved, default=str))
+
+
+def save_run_args(output_dir: str | Path, *parsed) -> Path:
+    """The resolved arguments of every dataclass, as JSON next to the outputs."""
     path = Path(output_dir) / "run_args.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(resolved, indent=2, default=str))
+    path.write_text(json.dumps(resolved_args(*parsed), indent=2))
     return path
 
 
 def explicitly_set(name: str, argv: list[str]) -> bool:
     """Whether the user gave `name` on the command line or in the YAML/JSON file (vs a script default)."""
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        import yaml
-
-        return name in (yaml.safe_load(Path(argv[0]).read_text()) or {})
+    if is_run_file(argv):
+        return name in read_run_file(argv[0])
     return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)

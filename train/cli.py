@@ -1,7 +1,12 @@
-"""What the training scripts share at the command line: parsing, one-line errors, resuming."""
+"""What the training scripts share at the command line: parsing, checks before any work, one-line errors, resuming.
+
+Every argument, the output folder and the Hub settings are checked before the corpus is read or a model loaded;
+a user error prints one line naming the input and exits with status 2.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -9,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from train.args import ArgumentError, explicitly_set, parse_args
+from train.args import ArgumentError, RunArguments, explicitly_set, parse_args, resolved_args
 from train.corpus import CorpusError
 from train.hub import HubPushError
 
@@ -31,6 +36,12 @@ TRAINING_DEFAULTS = dict(
     remove_unused_columns=False,  # the collators need every column the Trainer would drop
     seed=42,
 )
+# What a run writes into --output_dir; a folder holding any of these holds an earlier run.
+RUN_RECORDS = ("run_args.json", "results.json", "metrics.json")
+# Arguments a resumed run may change: where and how it reports, not what it trains.
+RESUME_MAY_CHANGE = {"resume_from_checkpoint", "logging_dir", "report_to", "push_to_hub", "hub_model_id",
+                     "hub_private", "hub_base_model_id", "dataloader_num_workers", "preprocessing_num_workers",
+                     "disable_tqdm", "logging_steps"}
 
 
 def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable, argv: list[str] | None = None):
@@ -40,7 +51,7 @@ def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable,
         # and each process would train on its own, unsynchronised.
         os.environ["ACCELERATE_USE_CPU"] = "true"
     try:
-        parsed = parse_args(argument_classes, argv, defaults=defaults)
+        *parsed, run_args = parse_args((*argument_classes, RunArguments), argv, defaults=defaults)
     except ValueError as error:  # ArgumentError and TrainingArguments' own checks
         _fail(script, error)
     model_args, training_args = parsed[0], parsed[-1]
@@ -50,6 +61,10 @@ def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable,
     if model_args.from_scratch and not explicitly_set("learning_rate", argv):
         training_args.learning_rate = SCRATCH_LEARNING_RATE
     try:
+        check_training(training_args, argv)
+        check_hub(training_args, argv)
+        check_model_sources(model_args)
+        check_output_dir(parsed, run_args.overwrite_output_dir)
         return run(*parsed)
     except USER_ERRORS as error:
         _fail(script, error)
@@ -58,6 +73,112 @@ def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable,
 def _fail(script: str, error: Exception):
     print(f"{script}: error: {error}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def check_training(training_args, argv: list[str]) -> None:
+    """Training arguments that would hang, train nothing or be quietly ignored."""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(training_args, name) < 1:
+            raise ArgumentError(f"--{name} {getattr(training_args, name)} is invalid: it must be at least 1")
+    if training_args.learning_rate <= 0:
+        raise ArgumentError(f"--learning_rate {training_args.learning_rate} is invalid: it must be > 0 (0 trains "
+                            "nothing)")
+    if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
+        raise ArgumentError(f"--num_train_epochs {training_args.num_train_epochs} is invalid: it must be > 0 (or "
+                            "give --max_steps)")
+
+
+def check_hub(training_args, argv: list[str]) -> None:
+    """The Hub settings, before training: a push that cannot happen is found now, not after hours of training."""
+    for name, ours in (("hub_private_repo", "--hub_private true|false"), ("hub_strategy", None)):
+        if explicitly_set(name, argv):
+            instead = f"use {ours}" if ours else "the run is pushed once, at its end, in one commit"
+            raise ArgumentError(f"--{name} is not used by this script: {instead}")
+    if not training_args.push_to_hub:
+        return
+    from huggingface_hub import constants, get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not training_args.hub_model_id:
+        raise ArgumentError("--push_to_hub needs --hub_model_id NAME")
+    try:
+        validate_repo_id(training_args.hub_model_id)
+    except HFValidationError as error:
+        raise ArgumentError(f"--hub_model_id {training_args.hub_model_id!r} is not a valid repo id: "
+                            f"{str(error).splitlines()[0]}") from None
+    if constants.HF_HUB_OFFLINE:
+        raise ArgumentError("--push_to_hub with HF_HUB_OFFLINE set: the run could not be pushed")
+    if not (training_args.hub_token or get_token()):
+        raise ArgumentError("--push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a Hub id (`owner/name` or `name`)."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def check_model_sources(model_args) -> None:
+    for flag in ("base_model", "adapter", "tokenizer"):
+        name = getattr(model_args, flag)
+        if name is None or Path(name).exists():
+            continue
+        if _looks_local(name):
+            raise ArgumentError(f"--{flag} {name}: no such folder")
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            raise ArgumentError(f"--{flag} {name}: neither a folder nor a valid Hub repo id") from None
+    for flag, needed in (("base_model", "config.json"), ("adapter", "adapter_config.json")):
+        name = getattr(model_args, flag)
+        if name and Path(name).is_dir() and not (Path(name) / needed).is_file():
+            raise ArgumentError(f"--{flag} {name}: no {needed} in this folder")
+    if model_args.base_model:  # a Llama-architecture base, its config read without running code from it
+        from train.qlora import read_base_config
+
+        read_base_config(model_args.base_model, trust_remote_code=model_args.trust_remote_code)
+
+
+def check_output_dir(parsed, overwrite: bool) -> None:
+    """Refuse what would lose work: an earlier run replaced unasked, an input inside the folder the run writes, a
+    resume with other arguments than the run it continues."""
+    model_args, training_args = parsed[0], parsed[-1]
+    output_dir = Path(training_args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ArgumentError(f"--output_dir {output_dir} is a file, not a folder")
+    for flag in ("base_model", "adapter", "tokenizer"):
+        name = getattr(model_args, flag)
+        if name and Path(name).exists() and Path(name).resolve().is_relative_to(output_dir.resolve()):
+            raise ArgumentError(f"--{flag} {name} lies inside --output_dir {output_dir}, which this run writes into: "
+                                "copy it elsewhere or choose another --output_dir")
+    resume = training_args.resume_from_checkpoint
+    resuming = resume not in (None, False, "False", "false", "")
+    if resuming and str(resume).lower() != "true" and not Path(resume).is_dir():
+        raise ArgumentError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+    earlier = [name for name in RUN_RECORDS if (output_dir / name).is_file()]
+    if resuming:
+        _check_resumed_arguments(output_dir, parsed)
+    elif earlier and not overwrite:
+        raise ArgumentError(f"--output_dir {output_dir} holds an earlier run ({earlier[0]}): resume it with "
+                            "--resume_from_checkpoint true, choose another folder, or pass --overwrite_output_dir "
+                            "to replace it")
+
+
+def _check_resumed_arguments(output_dir: Path, parsed) -> None:
+    recorded_path = output_dir / "run_args.json"
+    if not recorded_path.is_file():
+        return  # nothing recorded to compare with (a checkpoint copied from elsewhere)
+    recorded, now = json.loads(recorded_path.read_text()), resolved_args(*parsed)
+    changed = [
+        f"--{name} {recorded[group][name]!r} -> {value!r}"
+        for group, values in now.items() if group in recorded
+        for name, value in values.items()
+        if name not in RESUME_MAY_CHANGE and name in recorded[group] and recorded[group][name] != value
+    ]
+    if changed:
+        raise ArgumentError(f"resuming the run in {output_dir} with other arguments than it was started with "
+                            f"({'; '.join(changed[:3])}): resume with the same ones, or start a new run")
 
 
 def resume_point(resume, run_dir: Path):

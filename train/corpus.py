@@ -31,6 +31,7 @@ import io
 import json
 import math
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -159,6 +160,7 @@ class Corpus:
         report = DataReport(
             source=f"{self.source} [{name}]", authors_kept=frame["user_id"].nunique(), messages_read=len(frame),
             messages_kept=len(frame), labels_read=n_labels, labels_kept=n_labels,
+            notes=list(self.report.notes),  # what was noted reading the corpus holds for its parts too
         )
         return replace(self, frame=frame, source=report.source, report=report)
 
@@ -279,11 +281,7 @@ def _read_source(source: Any, split: str | None, cache_dir: str | None) -> _Raw:
     if not path.exists():
         raise CorpusFileNotFoundError(path, "no such file or folder")
     if path.is_dir():
-        try:
-            loaded = datasets.load_dataset(str(path), split=split, cache_dir=cache_dir)
-        except (ValueError, FileNotFoundError) as e:  # an unknown split, no data files
-            raise CorpusError(path, f"datasets.load_dataset could not read this folder: {e}") from None
-        return _Raw(loaded.to_pandas(), f"{path} [{split}]", "row", list(range(len(loaded))))
+        return _read_folder(path, split, cache_dir)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return _read_json_lines(path)
@@ -296,6 +294,27 @@ def _read_source(source: Any, split: str | None, cache_dir: str | None) -> _Raw:
             raise CorpusError(path, f"not a readable Parquet file ({e})") from None
         return _Raw(frame, str(path), "row", list(range(len(frame))))
     raise CorpusError(path, f"unknown file type '{path.suffix}': expected one of {', '.join(SUPPORTED_SUFFIXES)}")
+
+
+def _read_folder(path: Path, split: str | None, cache_dir: str | None) -> _Raw:
+    """A folder: a dataset saved with `datasets.save_to_disk`, or else every corpus file in it (all of them, sorted by
+    name, read as one corpus). Any other file is refused rather than skipped, so that nothing is left out unseen."""
+    import datasets
+
+    if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except Exception as e:  # a damaged save: datasets and pyarrow raise several types
+            raise CorpusError(path, f"not a readable datasets folder ({type(e).__name__}: {e})") from None
+        return _Raw(loaded.to_pandas(), str(path), "row", list(range(len(loaded))))
+    files = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    others = [p.name for p in files if p.is_dir() or p.suffix.lower() not in SUPPORTED_SUFFIXES]
+    if others:
+        raise CorpusError(path, f"the folder holds {others[0]!r}, which is not a corpus file (expected "
+                                f"{', '.join(SUPPORTED_SUFFIXES)}): move it out, or name the corpus files")
+    if not files:
+        raise CorpusError(path, f"the folder holds no corpus file ({', '.join(SUPPORTED_SUFFIXES)})")
+    return _read_many(files, split, cache_dir)
 
 
 def _read_many(sources: list | tuple, split: str | None, cache_dir: str | None) -> _Raw:
@@ -422,6 +441,17 @@ def _parse_labels(raw: _Raw, column: str, values: list[Any], regression: bool, l
     return out, dict(enumerate(labels))
 
 
+_ZONE_SUFFIX = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")
+
+
+def _has_time_zone(value: Any) -> bool:
+    """Whether a timestamp as read (an ISO-8601 string, a datetime or a pandas Timestamp) carries a time zone."""
+    if hasattr(value, "tzinfo"):
+        return value.tzinfo is not None
+    time_part = str(value).strip()[10:]  # after the date: 'T17:32:12+08:00', ' 17:32:12', 'Z', ''
+    return bool(_ZONE_SUFFIX.search(time_part))
+
+
 def _message_problem(value: Any) -> str | None:
     """Why a message cannot be modelled (a reason counted in the report), or None."""
     if _is_missing(value):
@@ -511,6 +541,11 @@ def load_corpus(
                 raise raw.error(f"cannot read {stamps[i]!r} as a time (expected ISO-8601, e.g. {example})",
                                 i, col["timestamp"])
         times = times.dt.as_unit("ns")
+        zoned = sum(_has_time_zone(v) for v in stamps if v is not None)
+        naive = sum(v is not None for v in stamps) - zoned
+        if zoned and naive:
+            report.notes.append(f"{naive:,} timestamps have no time zone and were read as UTC, {zoned:,} have one: if "
+                                "the ones without are local times, messages of different zones are out of order")
     else:
         times = pd.Series(pd.NaT, index=range(len(frame)), dtype="datetime64[ns, UTC]")
         report.notes.append("no timestamp column: messages ordered by message id, then source order")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from train.args import DataArguments, split_paths
-from train.corpus import ColumnNames, Corpus, load_corpus, split_by_author
+from train.corpus import ColumnNames, Corpus, CorpusError, load_corpus, split_by_author
 from train.synthetic import synthetic_corpus
 
 
@@ -38,4 +38,20 @@ def load_corpora(data_args: DataArguments, *, task: str, seed: int, **corpus_kwa
         train, held_out = splits["train"], splits["validation"]
     if data_args.max_eval_authors and len(held_out.authors) > data_args.max_eval_authors:
         held_out = held_out.subset(held_out.authors[: data_args.max_eval_authors], "validation")
+    check_author_split(train, held_out, data_args)
     return train, held_out
+
+
+def check_author_split(train: Corpus, held_out: Corpus, data_args: DataArguments) -> None:
+    """Training and held-out authors: both present, and no author in both (held-out scores would be in-sample)."""
+    if not held_out.authors:
+        how = (f"--validation_file {data_args.validation_file}" if data_args.validation_file else
+               f"--validation_fraction {data_args.validation_fraction} of {len(train.authors)} authors")
+        raise CorpusError(held_out.source, f"no held-out author ({how} rounds to none): give more authors, a larger "
+                                           "--validation_fraction or a --validation_file")
+    if not train.authors:
+        raise CorpusError(train.source, "no training author is left after holding authors out")
+    shared = sorted(set(train.authors) & set(held_out.authors))
+    if shared:
+        raise CorpusError(held_out.source, f"{len(shared)} held-out authors are also training authors (e.g. "
+                                           f"{shared[0]!r}): held-out scores would be in-sample")

@@ -106,6 +106,7 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
     training_args.metric_for_best_model = metric
     training_args.greater_is_better = True
     output_dir = Path(training_args.output_dir)
+    cache = data_args.cache_dir(output_dir)
     main_process = training_args.process_index == 0
 
     test = None
@@ -137,9 +138,11 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
 
     with training_args.main_process_first(desc="blocks"):
         layout = BlockConfig(block_size=block_size, variant=huft_args.author_context, max_blocks=data_args.max_blocks)
-        train_data = build_blocks(train_corpus, tokenizer, layout, num_proc=data_args.preprocessing_num_workers)
+        train_data = build_blocks(train_corpus, tokenizer, layout, num_proc=data_args.preprocessing_num_workers,
+                                  cache_dir=cache)
         eval_data = build_blocks(held_out, tokenizer, BlockConfig(
-            block_size=block_size, variant=huft_args.author_context, max_blocks=data_args.eval_max_blocks))
+            block_size=block_size, variant=huft_args.author_context, max_blocks=data_args.eval_max_blocks),
+            cache_dir=cache)
     if len(eval_data.dataset) == 0:
         raise ArgumentError(f"the held-out split has no labelled example ({held_out.source})")
     if main_process:
@@ -161,7 +164,8 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
                "held_out_labels": eval_data.report.labels_kept, "best_checkpoint": trainer.state.best_model_checkpoint}
     if test is not None:  # the registry task's test split, scored once with the selected checkpoint
         test_data = build_blocks(test, tokenizer, BlockConfig(
-            block_size=block_size, variant=huft_args.author_context, max_blocks=data_args.eval_max_blocks))
+            block_size=block_size, variant=huft_args.author_context, max_blocks=data_args.eval_max_blocks),
+            cache_dir=cache)
         test_metrics = trainer.evaluate(test_data.dataset, metric_key_prefix="test")
         results.update(task_name=huft_args.task_name, dev_value=results["value"], value=test_metrics[f"test_{metric}"],
                        test=test_metrics, test_labels=test_data.report.labels_kept)

@@ -136,6 +136,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
         raise ArgumentError("--push_to_hub needs --hub_model_id NAME")
     training_args.push_to_hub = False  # pushed once at the end: adapter, base, code and card together
     output_dir = Path(training_args.output_dir)
+    cache = data_args.cache_dir(output_dir)
     main_process = training_args.process_index == 0
 
     with training_args.main_process_first(desc="corpus"):
@@ -155,9 +156,11 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
     for variant in hulm_args.variant_list:
         with training_args.main_process_first(desc=f"blocks ({variant})"):
             blocks = BlockConfig(block_size=block_size, variant=variant, task="lm", max_blocks=data_args.max_blocks)
-            train_data = build_blocks(train_corpus, tokenizer, blocks, num_proc=data_args.preprocessing_num_workers)
+            train_data = build_blocks(train_corpus, tokenizer, blocks, num_proc=data_args.preprocessing_num_workers,
+                                       cache_dir=cache)
             eval_data = build_blocks(held_out, tokenizer, BlockConfig(
-                block_size=block_size, variant=variant, task="lm", max_blocks=data_args.eval_max_blocks))
+                block_size=block_size, variant=variant, task="lm", max_blocks=data_args.eval_max_blocks),
+            cache_dir=cache)
         if main_process:
             print(f"\n== {variant} ==\n{train_data.report}")
         args = copy.deepcopy(training_args)

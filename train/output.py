@@ -93,11 +93,12 @@ def set_adapter_base(folder: Path, base: str) -> None:
 
 
 def _is_hullama(base_model: str | None) -> bool:
+    """Whether the base is a HuLlama checkpoint, read from its config.json alone (no code from it runs)."""
     if base_model is None:
         return False
-    from transformers import AutoConfig
+    from transformers import PretrainedConfig
 
-    return AutoConfig.from_pretrained(base_model, trust_remote_code=True).model_type == "hullama"
+    return PretrainedConfig.get_config_dict(base_model)[0].get("model_type") == "hullama"
 
 
 def write_model_card(folder: str | Path, model, tokenizer, *, repo_id: str | None, base_model: str | None,

@@ -19,6 +19,8 @@ from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassificatio
 from train.args import ArgumentError, ModelArguments
 
 LLAMA_MODEL_TYPES = ("llama", "hullama")
+# A folder holding any of these holds a tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 # What peft trains in full and saves with the adapter: the author state modules and the classification head.
 FULLY_TRAINED_MODULES = ("author_state", "score")
 
@@ -64,27 +66,51 @@ def hullama_config(model_args: ModelArguments, *, block_size: int, vocab_size: i
     fields = dict(block_size=block_size, **model_args.hullama_overrides(), **task_fields)
     if model_args.from_scratch:
         hidden = model_args.scratch_hidden_size
-        return HuLlamaConfig(
+        return checked_config(
             vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 4,
             num_hidden_layers=model_args.scratch_layers, num_attention_heads=model_args.scratch_heads,
             max_position_embeddings=max(block_size, 128), tie_word_embeddings=True, **fields,
         )
-    try:
-        base = AutoConfig.from_pretrained(model_args.base_model, trust_remote_code=True)
-    except (OSError, ValueError) as error:
-        raise ArgumentError(f"--base_model {model_args.base_model}: cannot read its config ({error})") from error
-    if base.model_type not in LLAMA_MODEL_TYPES:
-        raise ArgumentError(
-            f"--base_model {model_args.base_model} is a {base.model_type!r} model: HuLlama needs a "
-            "Llama-architecture base (model_type 'llama')"
-        )
+    base = read_base_config(model_args.base_model, trust_remote_code=model_args.trust_remote_code)
     if block_size > base.max_position_embeddings:
         raise ArgumentError(f"--block_size {block_size} exceeds the base's max_position_embeddings "
                             f"({base.max_position_embeddings})")
     base_fields = {k: v for k, v in base.to_dict().items()
                    if k not in ("model_type", "architectures", "auto_map", "transformers_version")}
     base_fields.update(fields)
-    return HuLlamaConfig(**base_fields)
+    return checked_config(**base_fields)
+
+
+def checked_config(**fields) -> HuLlamaConfig:
+    """A HuLlamaConfig, its validation errors (an insertion layer past the depth, heads that do not divide the
+    hidden size, ...) as one-line argument errors."""
+    try:
+        return HuLlamaConfig(**fields)
+    except (ValueError, TypeError) as error:
+        reasons = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise ArgumentError(f"invalid model settings: {reasons[-1] if reasons else error}") from None
+
+
+def read_base_config(base_model: str, *, trust_remote_code: bool = False):
+    """The base's config, without running code from the folder or repo: a HuLlama config is this package's own
+    class, a Llama one transformers'; code a config names in its auto_map runs only with --trust_remote_code."""
+    from transformers import PretrainedConfig
+
+    try:
+        values, _ = PretrainedConfig.get_config_dict(base_model)
+        if values.get("model_type") == "hullama":
+            base = HuLlamaConfig.from_pretrained(base_model)
+        else:
+            base = AutoConfig.from_pretrained(base_model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "trust_remote_code" in str(error):
+            reason = "its config names code to run (auto_map); pass --trust_remote_code to run it"
+        raise ArgumentError(f"--base_model {base_model}: cannot read its config ({reason})") from None
+    if base.model_type not in LLAMA_MODEL_TYPES:
+        raise ArgumentError(f"--base_model {base_model} is a {base.model_type!r} model: HuLlama needs a "
+                            "Llama-architecture base (model_type 'llama')")
+    return base
 
 
 def _device_map(quantized: bool):
@@ -191,7 +217,15 @@ def load_tokenizer(model_args: ModelArguments, training_texts=None) -> PreTraine
     source = model_args.tokenizer or model_args.adapter or model_args.base_model
     if source is None:
         return train_byte_bpe(training_texts, vocab_size=model_args.scratch_vocab_size)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    if Path(source).is_dir() and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
+        raise ArgumentError(f"{source} holds no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}): pass --tokenizer")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=model_args.trust_remote_code)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "trust_remote_code" in str(error):
+            reason = "it names code to run (auto_map); pass --trust_remote_code to run it"
+        raise ArgumentError(f"cannot load a tokenizer from {source} ({reason})") from None
     if tokenizer.pad_token_id is None:  # Llama 3 has none; padding is always masked, so eos serves
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
