@@ -28,6 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a checkout: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import train  # noqa: E402,F401  (first: it quiets a bitsandbytes import-time line)
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed  # noqa: E402
 
 from train.args import ArgumentError, DataArguments, HubArguments, ModelArguments, save_run_args  # noqa: E402
