@@ -215,3 +215,33 @@ def test_hulm_with_streaming_schedule(tmp_path):
     trained = HuLlamaForCausalLM.from_pretrained(tmp_path / "recurrent")
     assert trained.config.normalize_state_update
     assert trained.model.author_state.summary_to_state.bias.abs().sum() > 0
+
+
+def _epoch_orders(tmp_path, monkeypatch, name):
+    """Run the default recipe (streaming schedule) for three epochs; the batches each epoch drew, per epoch."""
+    from train import hulm
+    from train.schedule import AuthorStreamBatches
+
+    drawn = []
+
+    def recording(self):  # what each pass over the sampler (an epoch) yields
+        order = self._batches()
+        drawn.append((self.epoch, order))
+        return iter(order)
+
+    monkeypatch.setattr(AuthorStreamBatches, "__iter__", recording)
+    hulm.main(["--synthetic_authors", "16", "--synthetic_messages", "6", "--num_train_epochs", "3",
+               "--scratch_vocab_size", "300", "--scratch_hidden_size", "32", "--scratch_layers", "2", "--block_size",
+               "32", "--max_blocks", "2", "--variants", "recurrent", "--per_device_train_batch_size", "2",
+               "--save_strategy", "no", "--eval_strategy", "no", "--output_dir", str(tmp_path / name)])
+    return drawn
+
+
+def test_every_epoch_of_the_default_recipe_draws_a_new_order_reproducibly(tmp_path, monkeypatch):
+    first = _epoch_orders(tmp_path, monkeypatch, "a")
+    assert [epoch for epoch, _ in first] == [0, 1, 2]  # the Trainer tells the sampler each epoch
+    orders = [order for _, order in first]
+    assert orders[0] != orders[1] and orders[1] != orders[2] and orders[0] != orders[2]
+    assert all(sorted(sum(order, [])) == sorted(sum(orders[0], [])) for order in orders)  # every chunk once
+    again = _epoch_orders(tmp_path, monkeypatch, "b")
+    assert again == first  # from the seed and the epoch: the same run draws the same orders

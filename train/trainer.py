@@ -29,6 +29,15 @@ STATE_OUTPUTS = ("author_states", "final_author_state", "block_mask", "block_sum
                  "hidden_states", "attentions", *DIAGNOSTICS)
 
 
+class EpochBatchesLoader(DataLoader):
+    """A DataLoader whose batch sampler draws each epoch's order from the seed and the epoch. The Trainer tells the
+    loader it iterates which epoch starts (accelerate's loaders take set_epoch; a plain DataLoader does not, and
+    without this every epoch replayed the first one's order)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+
 class HuLMTrainer(Trainer):
     def __init__(self, *args, state_lr_scale: float = 1.0, report_perplexity: bool = True,
                  stream_authors: bool = False, author_pool: int = 0, stagger_authors: bool = False,
@@ -77,8 +86,9 @@ class HuLMTrainer(Trainer):
                                       self.args.per_device_train_batch_size, seed=self.args.seed,
                                       pool=self.author_pool, stagger=self.stagger_authors, draw=self.author_draw)
         # The order is the schedule: no shuffling, no sharding (single process, checked at construction).
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
-                          num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return EpochBatchesLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
+                                  num_workers=self.args.dataloader_num_workers,
+                                  pin_memory=self.args.dataloader_pin_memory)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         stream = {name: inputs.pop(name) for name in STREAM_COLUMNS if name in inputs}
