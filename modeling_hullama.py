@@ -19,9 +19,10 @@ token attends to another block; the only thing that crosses blocks is the author
 Every injection path adds exactly zero at start, so an untrained HuLlama computes exactly what its Llama base
 computes. Hub code: imports torch, transformers and the configuration module only.
 
-Diagnostics on every output (detached scalars, None where undefined):
-    state_abs_mean: mean |U_k| over the elements of the states after the real blocks of the call (saturation: 1)
-    injection_norm: mean over the real tokens of the call of the L2 norm of the vector the state adds at the
+Diagnostics on every output, one value per row `[B]` (detached; NaN for a row without real tokens, None where
+undefined), so that they split per example like every other output (pipelines batch them):
+    state_abs_mean: mean |U_k| over the elements of the row's states after its real blocks (saturation: 1)
+    injection_norm: mean over the row's real tokens of the L2 norm of the vector the state adds at the
         insertion point of that token: the query offset (query), the residual-stream addition (gate), the gated
         memory read added to the attention output before o_proj (memory)
 `ablate_state=True` injects U_0 into every block instead of the carried state; everything else, the recurrence
@@ -93,8 +94,8 @@ class AuthorStateOutput:
         its RMSNorm; zeros for all-padding blocks): with the state before block k it gives U_k again, which is how a
         training schedule that carries states across steps lets the recurrence learn (train/schedule.py).
     The four state fields are None during cached decoding, where no block is completed.
-    state_abs_mean: detached scalar, mean |U| over the states after real blocks (None in cached decoding).
-    injection_norm: detached scalar, mean over real tokens of the L2 norm of what the state adds at the
+    state_abs_mean: `[B]`, detached, mean |U| over the row's states after real blocks (None in cached decoding).
+    injection_norm: `[B]`, detached, mean over the row's real tokens of the L2 norm of what the state adds at the
         insertion point (see the module docstring); None where no token is real.
     """
 
@@ -242,14 +243,19 @@ class LayerRecord:
 class BlocksRun:
     """What running K blocks gives: final hidden states `[B, K, T, H]`, the state after each block (a list of K
     `[B, S]`), the block summaries `[B, K, H]` (None in a cached decoding step), the layer record (`[B, K, ...]`
-    tensors), and (sum over real tokens of the injection's norm, number of real tokens). For a single-block input the
-    hidden states and the record are `[B, ...]`, without the block axis."""
+    tensors), and per row (sum over its real tokens of the injection's norm, its number of real tokens). For a
+    single-block input the hidden states and the record are `[B, ...]`, without the block axis."""
 
     hidden: torch.Tensor
     states: list
     summaries: torch.Tensor | None
     record: LayerRecord
     injected: tuple
+
+
+def _row_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Per row: total / count, NaN where the count is 0 (nothing to average)."""
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
 
 
 def _per_block(tensors, single_block: bool) -> torch.Tensor:
@@ -570,8 +576,9 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             hidden_states = _keep_selected(hidden_states, output_hidden_states)
         author_states = torch.stack(blocks.states, 1) if completes_blocks else None
         state_abs_mean = None
-        if completes_blocks and block_mask.any():
-            state_abs_mean = author_states.detach()[block_mask].abs().mean()
+        if completes_blocks:
+            real_blocks = block_mask.to(author_states.dtype)
+            state_abs_mean = _row_mean((author_states.detach().abs().mean(-1) * real_blocks).sum(1), real_blocks.sum(1))
         injected_sum, injected_tokens = blocks.injected
         return HuLlamaModelOutput(
             last_hidden_state=last_hidden_state,
@@ -583,7 +590,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             hidden_states=hidden_states,
             attentions=attentions,
             state_abs_mean=state_abs_mean,
-            injection_norm=injected_sum / injected_tokens if injected_tokens else None,
+            injection_norm=_row_mean(injected_sum, injected_tokens),
         )
 
     def _run_in_order(self, inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
@@ -592,7 +599,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         batch, num_blocks = block_mask.shape
         completes_blocks = cache is None or cache.get_seq_length() == 0
         states, summaries, outputs, records = [], [], [], []
-        injected_sum, injected_tokens = 0.0, 0
+        injected_sum = injected_tokens = inputs_embeds.new_zeros(batch, dtype=torch.float32)
         for k in range(num_blocks):
             rows = block_mask[:, k].nonzero().squeeze(-1)
             # All-padding rows are left out of the block: they would attend to nothing, and their state carries.
@@ -612,7 +619,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
                 record.empty_like(),
                 **kwargs,
             )
-            injected_sum, injected_tokens = injected_sum + injected[0], injected_tokens + injected[1]
+            injected_sum, injected_tokens = injected_sum + whole(injected[0]), injected_tokens + whole(injected[1])
             if completes_blocks:
                 new_state = self.author_state.advance(take(state), summary).to(state.dtype)
                 if subset is None:  # every row ran (a cache needs them all): padding rows keep their state
@@ -677,14 +684,15 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
 
     @staticmethod
     def _injected(injection, row_norms, token_mask):
-        """(sum over real tokens of the norm of what the state adds, number of real tokens), detached."""
+        """Per row `[b]`: (sum over its real tokens of the norm of what the state adds, number of real tokens),
+        detached."""
         with torch.no_grad():
             real = token_mask.to(torch.float32)  # [b, T]
             if row_norms is None:  # varies per token: written by the attention of insert_layer
                 token_norms = injection["state_memory"].token_norms.float()
             else:
                 token_norms = row_norms.float().unsqueeze(-1)
-            return (token_norms * real).sum(), real.sum()
+            return (token_norms * real).sum(-1), real.sum(-1)
 
     def _run_block(self, embeds, attention_mask, token_mask, position_ids, state, cache, use_cache, record, **kwargs):
         """One block of b sequences through every layer, `state` injected at `insert_layer`.
@@ -750,8 +758,9 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             blocks = values.new_zeros((batch, num_blocks, *values.shape[1:])).index_put(rows, values)
             return blocks.squeeze(1) if single_block else blocks
 
-        return BlocksRun(unflatten(hidden), states, summaries, record.map(unflatten).as_tuples(),
-                         self._injected(injection, row_norms, flat_tokens))
+        per_block = self._injected(injection, row_norms, flat_tokens)  # per real block: summed over its author's
+        injected = tuple(values.new_zeros(batch).index_add(0, rows[0], values) for values in per_block)
+        return BlocksRun(unflatten(hidden), states, summaries, record.map(unflatten).as_tuples(), injected)
 
     @staticmethod
     def _scatter(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:

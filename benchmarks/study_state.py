@@ -563,12 +563,13 @@ def heldout_diagnostics(model, tokenizer, corpus, *, block_size: int, max_blocks
                 batch = collate(rows[start : start + batch_size])
                 for k0, hidden, out in recurrent_chunks(parts, batch, blocks_per_forward=blocks_per_forward):
                     mask = batch["attention_mask"][:, k0 : k0 + hidden.shape[1]]
-                    weights = {"state_abs_mean": float(mask.any(-1).sum()), "injection_norm": float(mask.sum())}
+                    # per row: its real blocks (state_abs_mean), its real tokens (injection_norm)
+                    weights = {"state_abs_mean": mask.any(-1).sum(-1).float(), "injection_norm": mask.sum((1, 2)).float()}
                     for name, acc in sums.items():
                         value = getattr(out, name, None)
                         if value is not None:
-                            acc[0] += float(value) * weights[name]
-                            acc[1] += weights[name]
+                            acc[0] += float((value.float().nan_to_num() * weights[name]).sum())
+                            acc[1] += float(weights[name].sum())
     finally:
         model.train(was_training)
     return {name: (total / weight if weight else None) for name, (total, weight) in sums.items()}

@@ -98,6 +98,14 @@ def test_adapter_round_trip_points_at_a_hullama_base(tmp_path, hub_server, tiny_
         local = PeftModel.from_pretrained(base, out / "recurrent").eval()(input_ids=ids).logits
     remote = _load_back(tmp_path, hub_server, "test-user/tiny-lora", "test-user/tiny-lora-base", ids)
     torch.testing.assert_close(remote, local)
+    # the pushed base holds the tokenizer, so that loaders of the adapter repo alone find one (a pipeline does)
+    assert "tokenizer.json" in hub_server.files("test-user/tiny-lora-base")
+    generate = ("from transformers import pipeline; print(pipeline('text-generation', model='test-user/tiny-lora', "
+                "trust_remote_code=True)('the author writes', max_new_tokens=3, do_sample=False)[0]['generated_text'])")
+    done = subprocess.run([sys.executable, "-c", generate], env=hub_server.client_env(tmp_path / "hf-pipeline"),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().startswith("the author writes")
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -121,3 +129,29 @@ def test_failed_push_is_one_clear_error_and_keeps_the_output(tmp_path, hub_serve
     message = str(error.value)
     assert "\n" not in message and "test-user/broken" in message and "intact" in message
     assert _digest(folder) == before
+
+
+def test_the_suggested_retry_uploads_the_output_without_checkpoints_or_logs(tmp_path, hub_server):  # noqa: F811
+    """The command a failed push suggests, run as the user would: the model goes up, checkpoints and logs stay."""
+    import re
+    import shlex
+
+    folder = tmp_path / "output"
+    (folder / "checkpoint-2").mkdir(parents=True)
+    (folder / "runs").mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"\0" * 4096)
+    (folder / "checkpoint-2" / "optimizer.pt").write_bytes(b"\1" * 4096)
+    (folder / "runs" / "events.out").write_text("log")
+    hub_server.fail("commit", 500)
+    with pytest.raises(HubPushError) as error:
+        push_training_output(folder, "test-user/retried", endpoint=hub_server.endpoint)
+    hub_server.clear_failures()
+    command = re.search(r"`(hf upload [^`]+)`", str(error.value)).group(1)
+    hf = Path(sys.executable).with_name("hf")
+    done = subprocess.run([str(hf), *shlex.split(command)[1:]], env=hub_server.client_env(tmp_path / "hf"),
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = set(hub_server.api().list_repo_files("test-user/retried"))
+    assert {"config.json", "model.safetensors"} <= files
+    assert not any(name.startswith(("checkpoint-", "runs")) for name in files), files

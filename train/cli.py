@@ -61,7 +61,7 @@ def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable,
     if model_args.from_scratch and not explicitly_set("learning_rate", argv):
         training_args.learning_rate = SCRATCH_LEARNING_RATE
     try:
-        check_training(training_args, argv)
+        check_training(training_args)
         check_hub(training_args, argv)
         check_model_sources(model_args)
         check_output_dir(parsed, run_args.overwrite_output_dir)
@@ -75,7 +75,7 @@ def _fail(script: str, error: Exception):
     raise SystemExit(2)
 
 
-def check_training(training_args, argv: list[str]) -> None:
+def check_training(training_args) -> None:
     """Training arguments that would hang, train nothing or be quietly ignored."""
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, name) < 1:
@@ -114,7 +114,7 @@ def check_hub(training_args, argv: list[str]) -> None:
 
 def _looks_local(name: str) -> bool:
     """A path rather than a Hub id (`owner/name` or `name`)."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
 def check_model_sources(model_args) -> None:

@@ -12,6 +12,8 @@ from huggingface_hub import CommitOperationAdd, HfApi
 
 # Trainer checkpoints (optimizer states, RNG) and logs stay local.
 _SKIP_PARTS = ("checkpoint-", "runs", "hullama-base")
+# The same, as `hf upload` flags, for the command a failed push suggests.
+RETRY_EXCLUDES = " ".join(f'--exclude "{part}*"' for part in _SKIP_PARTS)
 
 
 class HubPushError(RuntimeError):
@@ -48,7 +50,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = True, repla
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise HubPushError(
             f"pushing {folder} to {repo_id} failed ({type(error).__name__}: {reason}); the local output in "
-            f"{folder} is intact, push it again with `hf upload {repo_id} {folder}`"
+            f"{folder} is intact, push it again with `hf upload {repo_id} {folder} {RETRY_EXCLUDES}`"
         ) from error
     return commit.commit_url
 

@@ -69,10 +69,13 @@ def save_output(folder: str | Path, model, tokenizer, *, base_model: str | None 
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(model, PeftModel):
         inner = model.get_base_model()
-        if hullama_base is None:
-            hullama_base = (
-                base_model if _is_hullama(base_model) else save_hullama_base(base_model, inner.config, folder.parent / "hullama-base")
-            )
+        if hullama_base is None and _is_hullama(base_model):
+            hullama_base = base_model
+        elif hullama_base is None:
+            hullama_base = save_hullama_base(base_model, inner.config, folder.parent / "hullama-base")
+            # The base repo is pushed too, and loaders of an adapter (pipelines among them) take the tokenizer from
+            # the base it names: it holds the training tokenizer as well.
+            tokenizer.save_pretrained(hullama_base)
         model.save_pretrained(folder)
         set_adapter_base(folder, str(Path(hullama_base).resolve()) if Path(str(hullama_base)).is_dir() else str(hullama_base))
         config = clean_config(inner.config)

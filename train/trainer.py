@@ -101,8 +101,8 @@ class HuLMTrainer(Trainer):
         if model.training:
             for name in DIAGNOSTICS:
                 value = outputs.get(name) if hasattr(outputs, "get") else None
-                if value is not None:
-                    self._diagnostics[name].append(float(value))
+                if value is not None:  # one value per row (NaN for a row without real tokens)
+                    self._diagnostics[name].append(float(value.float().nanmean()))
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
