@@ -29,8 +29,10 @@ undefined), so that they split per example like every other output (pipelines ba
 included, runs unchanged (the zeroed-state ablation of every evaluation).
 """
 
+import json
 import math
 from contextlib import contextmanager
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -412,10 +414,15 @@ class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
             init.zeros_(module.initial_state)
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)  # (model, loading info) with output_loading_info=True
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        base = _local_adapter_base(pretrained_model_name_or_path)
+        if base is not None:  # a local adapter output: its base, then the adapter on it, as transformers loads adapters
+            kwargs["adapter_kwargs"] = {**(kwargs.get("adapter_kwargs") or {}),
+                                        "_adapter_model_path": str(pretrained_model_name_or_path)}
+            pretrained_model_name_or_path = base
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         keep_cpu_4bit_weights_unpacked(loaded[0] if isinstance(loaded, tuple) else loaded)
-        return loaded
+        return loaded  # (model, loading info) with output_loading_info=True
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
         # Reentrant checkpointing gives no gradient to keyword tensors, and the state offset is one.
@@ -423,6 +430,23 @@ class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
         if checkpoint_kwargs["use_reentrant"]:
             raise ValueError("HuLlama needs non-reentrant activation checkpointing (use_reentrant=False)")
         super().activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs, **kwargs)
+
+
+def _local_adapter_base(path) -> str | None:
+    """The base of a local adapter folder (adapter_config.json, no model weights), else None.
+
+    transformers takes a local folder holding a config.json for a full model with an embedded adapter and looks for
+    weights in it; a HuLlama adapter output holds config.json (for its auto_map) next to the adapter alone. A base
+    named by a path that no longer exists (the output was moved) is looked for beside the adapter (`../hullama-base`,
+    where training saves it)."""
+    folder = Path(str(path))
+    if not (folder / "adapter_config.json").is_file() or any((folder / name).is_file() for name in (
+            "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
+        return None
+    base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if base and not Path(base).exists() and (folder.parent / "hullama-base" / "config.json").is_file():
+        return str(folder.parent / "hullama-base")
+    return base
 
 
 def keep_cpu_4bit_weights_unpacked(model: nn.Module) -> nn.Module:

@@ -141,3 +141,42 @@ def test_all_auto_classes_load_with_trust_remote_code(tmp_path, tiny_llama_dir):
         else:
             assert all("author_state" in k for k in result["missing"]), result
             assert result["max_diff"] < 1e-5, result
+
+
+LOAD_ADAPTER_OUTPUT = textwrap.dedent(
+    """
+    import sys, torch
+    from transformers import AutoModelForCausalLM
+    folder, ids_path, out_path = sys.argv[1:4]
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()  # as the README loads it
+    with torch.no_grad():
+        torch.save(model(torch.load(ids_path)).logits, out_path)
+    """
+)
+
+
+def test_a_local_adapter_output_loads_with_the_auto_class_also_once_moved(tmp_path, tiny_llama_dir, tokenizer):
+    """A QLoRA-style output (adapter + config.json + code, its HuLlama base beside it) loads with the README's
+    AutoModelForCausalLM call in a fresh process, and still does after the output folder was moved."""
+    from peft import PeftModel
+
+    from train import hulm
+
+    base = tmp_path / "llama"
+    shutil.copytree(tiny_llama_dir, base)
+    tokenizer.save_pretrained(base)
+    hulm.main(["--base_model", str(base), "--quantization", "none", "--lora_r", "4", "--synthetic_authors", "12",
+               "--synthetic_messages", "6", "--num_train_epochs", "1", "--block_size", "32", "--max_blocks", "2",
+               "--variants", "recurrent", "--per_device_train_batch_size", "4", "--save_strategy", "no",
+               "--output_dir", str(tmp_path / "out")])
+    ids = torch.randint(2, 500, (2, 2, 16), generator=torch.Generator().manual_seed(0))
+    torch.save(ids, tmp_path / "ids.pt")
+    with torch.no_grad():
+        hullama_base = HuLlamaForCausalLM.from_pretrained(tmp_path / "out" / "hullama-base")
+        expected = PeftModel.from_pretrained(hullama_base, tmp_path / "out" / "recurrent").eval()(input_ids=ids).logits
+    shutil.move(tmp_path / "out", tmp_path / "moved")
+    done = subprocess.run([sys.executable, "-c", LOAD_ADAPTER_OUTPUT, str(tmp_path / "moved" / "recurrent"),
+                           str(tmp_path / "ids.pt"), str(tmp_path / "logits.pt")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert torch.equal(torch.load(tmp_path / "logits.pt"), expected)
