@@ -373,8 +373,10 @@ def hulm_argv(args, run: Run, run_dir: Path, train_file: Path, test_file: Path, 
             "--per_device_eval_batch_size", str(args.eval_batch_size),
             "--seed", str(args.seed), "--eval_strategy", "no",
             "--save_strategy", "steps", "--save_steps", str(args.save_steps), "--save_total_limit", "1",
-            "--resume_from_checkpoint", "true", "--logging_steps", str(args.logging_steps),
+            "--logging_steps", str(args.logging_steps),
             "--include_num_input_tokens_seen", "true", "--report_to", "none", "--disable_tqdm", "true"]
+    if (run_dir / "run_args.json").is_file():  # a run started earlier (interrupted): continue it
+        argv += ["--resume_from_checkpoint", "true"]
     if args.max_steps:
         argv += ["--max_steps", str(args.max_steps)]
     else:

@@ -446,7 +446,7 @@ def synthetic_heldout() -> Corpus:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = OneLineArgumentParser(prog="perplexity.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Examples:\n" + __doc__.split("Command line")[1].split("\n", 1)[1])
     parser.add_argument("--model", required=True, help="folder of a HuLlama or Llama checkpoint (config.json)")
@@ -531,6 +531,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not 2 <= block_size <= config.max_position_embeddings:
         parser.error(f"--block_size {block_size} must be in [2, max_position_embeddings="
                      f"{config.max_position_embeddings}]")
+    if args.context_window is not None and args.context_window > config.max_position_embeddings:
+        parser.error(f"--context_window {args.context_window} must be at most max_position_embeddings="
+                     f"{config.max_position_embeddings}")
     try:
         results = evaluate_perplexity(model, tokenizer, corpus, block_size=block_size, max_blocks=args.max_blocks,
                                       context_window=args.context_window, variants=args.variants,

@@ -262,7 +262,7 @@ def _per_model(parser, values: list[str] | None, n: int, flag: str, default: Any
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = OneLineArgumentParser(prog="probe.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Examples:\n" + __doc__.split("Command line")[1].split("\n", 1)[1])
     parser.add_argument("--model", action="append", required=True,

@@ -41,6 +41,7 @@ class Case:
     expect: str = ""  # a substring of the one-line error (or of the output for handled cases)
     handled: str = ""  # not an error: how the input is handled instead (the run must succeed)
     code_runs: bool = False  # whether the hostile code of the case (if any) is meant to run
+    check: Callable[[Path], bool] | None = None  # for handled cases: what the run left in its folder
 
 
 @dataclass
@@ -147,8 +148,8 @@ def yaml_file(folder: Path, text: str) -> str:
 def _cases() -> list[Case]:
     c: list[Case] = []
 
-    def add(id_, what, run, entry="hulm", expect="", handled="", code_runs=False):
-        c.append(Case(id_, what, run, entry, expect, handled, code_runs))
+    def add(id_, what, run, entry="hulm", expect="", handled="", code_runs=False, check=None):
+        c.append(Case(id_, what, run, entry, expect, handled, code_runs, check))
 
     # -- security: code runs only when asked
     add("hulm-hostile-base", "--base_model: a Llama whose config.json names a .py file to run (auto_map)",
@@ -446,6 +447,76 @@ def _cases() -> list[Case]:
     add("study-layers-zero", "--layers 0", lambda f: ["--layers", "0"], entry="study", expect="--layers")
     add("study-device", "--device tpu", lambda f: ["--device", "tpu"], entry="study", expect="--device")
 
+    # -- found by trying the package as a new user would (2026-11-30)
+    add("hulm-dashed-learning-rate", "--learning-rate 0.01 (the dashed spelling --help shows) from scratch",
+        lambda f: [*TINY, *out(f), "--learning-rate", "0.01"], expect="held-out perplexity",
+        handled="runs at 0.01, as recorded", check=lambda f: _recorded(f, "learning_rate") == 0.01)
+    add("hulm-dashed-hub-strategy", "--hub-strategy every_save (dashed)",
+        lambda f: [*TINY, *out(f), "--hub-strategy", "every_save"], expect="--hub_strategy is not used")
+    add("hulm-yaml-quoted-false", "a run file with overwrite_output_dir: \"false\" on a finished run",
+        lambda f: [_yaml_run(f, finished_run(f), 'overwrite_output_dir: "false"\n')], expect="holds an earlier run")
+    add("hulm-yaml-lr-text", "a run file with learning_rate: 1e-3 (YAML reads it as text)",
+        lambda f: [_yaml_run(f, [*TINY, *out(f)], "learning_rate: 1e-3\n")], expect="held-out perplexity",
+        handled="runs at 0.001, as recorded", check=lambda f: _recorded(f, "learning_rate") == 0.001)
+    add("hulm-yaml-variants-list", "a run file with variants: [recurrent] (a YAML list)",
+        lambda f: [_yaml_run(f, [*TINY[:-4], *TINY[-2:], *out(f)], "variants: [recurrent]\n")],
+        expect="held-out perplexity", handled="the list is read as the comma-separated flag")
+    add("hulm-yaml-int-as-float", "a run file with scratch_layers: 2.5", lambda f: [_yaml_run(f, [*TINY[:-8],
+                                                                                             *TINY[-6:], *out(f)],
+                                                                                             "scratch_layers: 2.5\n")],
+        expect="invalid int value")
+    add("hulm-yaml-epochs-inf", "a run file with num_train_epochs: -.inf",
+        lambda f: [_yaml_run(f, [*TINY[:4], *TINY[6:], *out(f)], "num_train_epochs: -.inf\n")],
+        expect="--num_train_epochs -inf is invalid")
+    add("hulm-run-file-and-flag", "a run file and a flag", lambda f: [yaml_file(f, "seed: 1\n"),
+                                                                      "--overwrite_output_dir"],
+        expect="takes no other arguments")
+    add("hulm-lr-nan", "--learning_rate nan", lambda f: [*TINY, *out(f), "--learning_rate", "nan"],
+        expect="--learning_rate nan is invalid")
+    add("hulm-epochs-inf", "--num_train_epochs inf", lambda f: [*TINY[:4], *TINY[6:], *out(f), "--num_train_epochs",
+                                                                "inf"], expect="--num_train_epochs inf is invalid")
+    add("hulm-scratch-vocab-tiny", "--scratch_vocab_size 5", lambda f: [*TINY, *out(f), "--scratch_vocab_size", "5"],
+        expect="--scratch_vocab_size 5 is invalid")
+    add("hulm-output-empty", "--output_dir ''", lambda f: [*TINY, "--output_dir", ""], expect="--output_dir is empty")
+    add("hulm-output-under-file", "--output_dir inside a file's path (FILE/sub)",
+        lambda f: [*TINY, "--output_dir", str(Path(write_jsonl(f / "file.jsonl", [])) / "sub")], expect="is a file")
+    add("hulm-variants-twice", "--variants recurrent,recurrent", lambda f: [*TINY[:-4], *TINY[-2:], *out(f),
+                                                                            "--variants", "recurrent,recurrent"],
+        expect="names a variant twice")
+    add("hulm-resume-nothing", "--resume_from_checkpoint true in a folder with no run",
+        lambda f: [*TINY, *out(f), "--resume_from_checkpoint", "true"], expect="holds no run to resume")
+    add("hulm-resume-other-run", "--resume_from_checkpoint: another run's checkpoint, with another model size",
+        lambda f: [*TINY[:-10], *TINY[-8:], "--scratch_hidden_size", "32", "--output_dir", str(f / "other"),
+                   "--resume_from_checkpoint", _a_checkpoint(f)], expect="other arguments than it was started with")
+    add("hulm-dropped-rows-reported", "a corpus with a missing and a non-text message",
+        lambda f: ["--train_file", str(write_jsonl(f / "c.jsonl", corpus_rows() + [
+            {"user_id": "u0", "message": None}, {"user_id": "u1", "message": 5}])), *FILE_TINY, *out(f)],
+        expect="dropped 2 messages", handled="the training run's data report counts them")
+    add("hulm-time-out-of-range", "a timestamp in the year 9999",
+        lambda f: ["--train_file", str(write_jsonl(f / "c.jsonl", [{**r, "timestamp": "9999-12-31 23:59:59"}
+                                                                    for r in corpus_rows()])), *FILE_TINY, *out(f)],
+        expect="outside the years 1677 to 2262")
+    add("hulm-csv-duplicate-header", "a .csv naming the column 'message' twice",
+        lambda f: ["--train_file", _text_file(f, "c.csv", "user_id,message,message\n1,a,b\n"), *FILE_TINY,
+                   *out(f)], expect="more than once")
+    add("hulm-train-url", "--train_file https://example.invalid/a.jsonl",
+        lambda f: ["--train_file", "https://example.invalid/a.jsonl", *FILE_TINY, *out(f)],
+        expect="https://example.invalid/a.jsonl: no such file")
+    add("huft-one-class", "labels of one class only", lambda f: ["--train_file", _one_class(f), *FILE_TINY[:-4],
+                                                                  *out(f)], entry="huft", expect="one class only")
+    add("huft-eval-never", "--eval_strategy no (the best checkpoint is chosen on evaluations)",
+        lambda f: [*TINY[:-4], "--eval_strategy", "no", *out(f)], entry="huft", expect="load_best_model_at_end")
+    add("ppl-context-window-huge", "--context_window 100000",
+        lambda f: ["--model", model_dir(f), "--context_window", "100000"], entry="perplexity",
+        expect="--context_window 100000 must be at most")
+    add("ppl-device-unknown", "--device tpu", lambda f: ["--model", model_dir(f), "--device", "tpu"],
+        entry="perplexity", expect="--device 'tpu'")
+    add("ppl-seed-negative", "--seed -1", lambda f: ["--model", model_dir(f), "--seed", "-1"], entry="perplexity",
+        expect="--seed -1 is invalid")
+    add("ppl-output-under-file", "--output_dir inside a file's path",
+        lambda f: ["--model", model_dir(f), "--output_dir", str(Path(write_jsonl(f / "x.jsonl", [])) / "sub")],
+        entry="perplexity", expect="is a file")
+
     # -- the Python API
     for id_, what, expect in (
         ("api-int-state", "an integer author_state", "author_state must be a float tensor"),
@@ -461,6 +532,39 @@ def _cases() -> list[Case]:
     ):
         add(id_, what, lambda f, id_=id_: None, entry=f"api:{id_}", expect=expect)
     return c
+
+
+def _recorded(folder: Path, name: str):
+    """A TrainingArguments value as the run recorded it (run_args.json)."""
+    return json.loads((folder / "out" / "run_args.json").read_text())["TrainingArguments"][name]
+
+
+def _yaml_run(folder: Path, argv: list[str], extra: str) -> str:
+    """A run file holding `argv` (flags and values) and `extra` YAML lines."""
+    import yaml
+
+    values, i = {}, 0
+    while i < len(argv):
+        name = argv[i][2:]
+        if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            values[name], i = argv[i + 1], i + 2
+        else:
+            values[name], i = True, i + 1
+    text = yaml.safe_dump(values) + extra
+    path = folder / "run.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _a_checkpoint(folder: Path) -> str:
+    """A checkpoint of a finished small run (hidden size 64)."""
+    finished_run(folder)
+    return str(next((folder / "out" / "recurrent").glob("checkpoint-*")))
+
+
+def _one_class(folder: Path) -> str:
+    rows = corpus_rows(label=True)
+    return str(write_jsonl(folder / "c.jsonl", [{**r, "label": "favor"} for r in rows]))
 
 
 def _gpt2(folder: Path) -> Path:
@@ -634,8 +738,9 @@ def run_case(case: Case, folder: Path) -> Outcome:
 
         constants.HF_HUB_OFFLINE = False
     lines = [line for line in stderr.getvalue().splitlines() if line.strip() and not _noise(line)]
+    checked = bool(case.check and code == 0 and case.check(folder))
     return Outcome(code, lines, stdout.getvalue(), escaped, time.perf_counter() - start,
-                   files={MARKER: (folder / MARKER).exists()})
+                   files={MARKER: (folder / MARKER).exists(), "check": checked})
 
 
 def _noise(line: str) -> bool:
@@ -650,6 +755,7 @@ def verdict(case: Case, outcome: Outcome) -> tuple[bool, str]:
         return False, "the folder's code ran" if outcome.files.get(MARKER) else "the code did not run"
     if case.handled:
         ok = outcome.exit_code == 0 and case.expect in outcome.stdout + "\n".join(outcome.stderr)
+        ok = ok and (case.check is None or outcome.files.get("check", False))
         return ok, f"runs; {case.handled}" if ok else f"exit {outcome.exit_code}: {(outcome.stderr or [''])[-1]}"
     last = outcome.stderr[-1] if outcome.stderr else ""
     ok = outcome.exit_code == 2 and not outcome.traceback and len(outcome.stderr) == 1 and case.expect in last

@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers import HfArgumentParser, TrainingArguments
 
 from configuration_hullama import STATE_MECHANISMS, STATE_POOLINGS
+from train.tokenizer import MIN_VOCAB_SIZE
 
 QUANTIZATIONS = ("nf4", "int8", "none")
 VARIANTS = ("recurrent", "in_context", "none")
@@ -47,8 +48,22 @@ def check_common_args(parser: argparse.ArgumentParser, args, counts: tuple[str, 
     if getattr(args, "block_size", None) is not None and args.block_size < 2:
         parser.error(f"--block_size {args.block_size} is invalid: it must be at least 2")
     output_dir = getattr(args, "output_dir", None)
-    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
-        parser.error(f"--output_dir {output_dir} is a file, not a folder")
+    if output_dir is not None:  # checked now, not once the evaluation has run
+        blocked = next((f for f in (Path(output_dir), *Path(output_dir).parents) if f.exists()), None)
+        if blocked is not None and not blocked.is_dir():
+            parser.error(f"--output_dir {output_dir}: {blocked} is a file, not a folder")
+    if getattr(args, "seed", None) is not None and args.seed < 0:
+        parser.error(f"--seed {args.seed} is invalid: it must be 0 or more")
+    device = getattr(args, "device", None)
+    if device is not None:
+        import torch
+
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            parser.error(f"--device {device!r} is not a device torch knows (cpu, cuda, cuda:1, mps, ...)")
+        if kind == "cuda" and not torch.cuda.is_available():
+            parser.error(f"--device {device}: this torch has no CUDA device (it is a CPU build or none is visible)")
 
 
 class _ArgumentsParser(HfArgumentParser):
@@ -137,9 +152,12 @@ class ModelArguments:
         if self.state_pooling is not None and self.state_pooling not in STATE_POOLINGS:
             raise ArgumentError(f"--state_pooling {self.state_pooling!r} is unknown: choose one of "
                                 f"{', '.join(STATE_POOLINGS)}")
-        for name in ("scratch_hidden_size", "scratch_layers", "scratch_heads", "scratch_vocab_size"):
+        for name in ("scratch_hidden_size", "scratch_layers", "scratch_heads"):
             if getattr(self, name) < 1:
                 raise ArgumentError(f"--{name} {getattr(self, name)} is invalid: it must be at least 1")
+        if self.scratch_vocab_size < MIN_VOCAB_SIZE:
+            raise ArgumentError(f"--scratch_vocab_size {self.scratch_vocab_size} is invalid: a byte-level BPE needs at "
+                                f"least {MIN_VOCAB_SIZE} tokens (the 256 bytes, the separator and padding)")
         if self.scratch_hidden_size % self.scratch_heads:
             raise ArgumentError(f"--scratch_heads {self.scratch_heads} must divide --scratch_hidden_size "
                                 f"{self.scratch_hidden_size}")
@@ -208,7 +226,7 @@ class DataArguments:
         for name in ("train_file", "validation_file"):
             paths = split_paths(getattr(self, name))
             for path in paths:
-                if "://" not in path and not Path(path).exists():
+                if not Path(path).exists():  # URLs too: corpora are read from local files and folders
                     raise ArgumentError(f"--{name} {path}: no such file or folder")
             repeated = sorted({p for p in paths if [Path(q).resolve() for q in paths].count(Path(p).resolve()) > 1})
             if repeated:
@@ -271,9 +289,12 @@ def parse_args(argument_classes: tuple, argv: list[str] | None = None, defaults:
     parser = _ArgumentsParser(argument_classes, allow_abbrev=False)
     if defaults:
         parser.set_defaults(**defaults)
+    if not is_run_file(argv) and any(arg.endswith((".yaml", ".yml", ".json")) and not arg.startswith("-")
+                                     for arg in argv[:1]):
+        raise ArgumentError(f"a run file ({argv[0]}) takes no other arguments: put them in the file")
+    if is_run_file(argv):
+        argv = run_file_argv(parser, read_run_file(argv[0]))
     try:
-        if is_run_file(argv):
-            return parser.parse_dict({**(defaults or {}), **read_run_file(argv[0])})
         return parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:
         unused = str(error).partition("not used by the HfArgumentParser: ")[2]
@@ -284,6 +305,28 @@ def parse_args(argument_classes: tuple, argv: list[str] | None = None, defaults:
 
 def is_run_file(argv: list[str]) -> bool:
     return len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json"))
+
+
+def run_file_argv(parser: argparse.ArgumentParser, values: dict) -> list[str]:
+    """A run file's values as the command line that says the same, so that they are converted and checked exactly as
+    flags are (YAML reads `1e-3` as text and `"false"` as a true value; argparse reads both as meant)."""
+    argv = []
+    for name, value in values.items():
+        if value is None:
+            continue  # the default
+        action = parser._option_string_actions.get(f"--{name}")
+        if isinstance(value, (list, tuple)):
+            many = action is not None and action.nargs in ("+", "*")
+            tokens = [str(v) for v in value] if many else [",".join(str(v) for v in value)]
+        elif isinstance(value, dict):
+            tokens = [json.dumps(value)]
+        elif isinstance(value, bool):
+            tokens = ["true" if value else "false"]
+        else:
+            tokens = [str(value)]
+        # `--name=value`: a value that starts with '-' (-.inf, -1) is not taken for a flag
+        argv += [f"--{name}", *tokens] if len(tokens) > 1 else [f"--{name}={tokens[0]}"]
+    return argv
 
 
 def read_run_file(path: str) -> dict:
@@ -322,4 +365,5 @@ def explicitly_set(name: str, argv: list[str]) -> bool:
     """Whether the user gave `name` on the command line or in the YAML/JSON file (vs a script default)."""
     if is_run_file(argv):
         return name in read_run_file(argv[0])
-    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)
+    # argparse takes `--learning-rate` for `--learning_rate` too
+    return any(arg.startswith("--") and arg[2:].split("=")[0].replace("-", "_") == name for arg in argv)

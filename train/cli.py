@@ -7,6 +7,7 @@ a user error prints one line naming the input and exits with status 2.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -39,9 +40,9 @@ TRAINING_DEFAULTS = dict(
 # What a run writes into --output_dir; a folder holding any of these holds an earlier run.
 RUN_RECORDS = ("run_args.json", "results.json", "metrics.json")
 # Arguments a resumed run may change: where and how it reports, not what it trains.
-RESUME_MAY_CHANGE = {"resume_from_checkpoint", "logging_dir", "report_to", "push_to_hub", "hub_model_id",
-                     "hub_private", "hub_base_model_id", "dataloader_num_workers", "preprocessing_num_workers",
-                     "disable_tqdm", "logging_steps"}
+RESUME_MAY_CHANGE = {"resume_from_checkpoint", "output_dir", "run_name", "logging_dir", "report_to", "push_to_hub",
+                     "hub_model_id", "hub_private", "hub_base_model_id", "dataloader_num_workers",
+                     "preprocessing_num_workers", "disable_tqdm", "logging_steps"}
 
 
 def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable, argv: list[str] | None = None):
@@ -71,7 +72,8 @@ def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable,
 
 
 def _fail(script: str, error: Exception):
-    print(f"{script}: error: {error}", file=sys.stderr)
+    message = " ".join(str(error).split())  # one line, also for a library's message of several
+    print(f"{script}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -80,12 +82,12 @@ def check_training(training_args) -> None:
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, name) < 1:
             raise ArgumentError(f"--{name} {getattr(training_args, name)} is invalid: it must be at least 1")
-    if training_args.learning_rate <= 0:
-        raise ArgumentError(f"--learning_rate {training_args.learning_rate} is invalid: it must be > 0 (0 trains "
-                            "nothing)")
-    if training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
-        raise ArgumentError(f"--num_train_epochs {training_args.num_train_epochs} is invalid: it must be > 0 (or "
-                            "give --max_steps)")
+    if not math.isfinite(training_args.learning_rate) or training_args.learning_rate <= 0:
+        raise ArgumentError(f"--learning_rate {training_args.learning_rate} is invalid: it must be a number > 0 (0 "
+                            "trains nothing)")
+    epochs = training_args.num_train_epochs
+    if training_args.max_steps <= 0 and not (math.isfinite(epochs) and epochs > 0):
+        raise ArgumentError(f"--num_train_epochs {epochs} is invalid: it must be a number > 0 (or give --max_steps)")
 
 
 def check_hub(training_args, argv: list[str]) -> None:
@@ -144,9 +146,12 @@ def check_output_dir(parsed, overwrite: bool) -> None:
     """Refuse what would lose work: an earlier run replaced unasked, an input inside the folder the run writes, a
     resume with other arguments than the run it continues."""
     model_args, training_args = parsed[0], parsed[-1]
+    if not str(training_args.output_dir or "").strip():
+        raise ArgumentError("--output_dir is empty: name the folder the run writes into")
     output_dir = Path(training_args.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ArgumentError(f"--output_dir {output_dir} is a file, not a folder")
+    blocked = next((folder for folder in (output_dir, *output_dir.parents) if folder.exists()), None)
+    if blocked is not None and not blocked.is_dir():
+        raise ArgumentError(f"--output_dir {output_dir}: {blocked} is a file, not a folder")
     for flag in ("base_model", "adapter", "tokenizer"):
         name = getattr(model_args, flag)
         if name and Path(name).exists() and Path(name).resolve().is_relative_to(output_dir.resolve()):
@@ -157,19 +162,22 @@ def check_output_dir(parsed, overwrite: bool) -> None:
     if resuming and str(resume).lower() != "true" and not Path(resume).is_dir():
         raise ArgumentError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
     earlier = [name for name in RUN_RECORDS if (output_dir / name).is_file()]
+    if resuming and str(resume).lower() == "true" and not earlier:
+        raise ArgumentError(f"--resume_from_checkpoint true: --output_dir {output_dir} holds no run to resume")
     if resuming:
-        _check_resumed_arguments(output_dir, parsed)
+        # the run a checkpoint belongs to: this output folder, or the one holding the checkpoint given
+        recorded = output_dir if str(resume).lower() == "true" else next(
+            (folder for folder in Path(resume).resolve().parents[:2] if (folder / "run_args.json").is_file()), None)
+        if recorded is not None:
+            _check_resumed_arguments(recorded, parsed)
     elif earlier and not overwrite:
         raise ArgumentError(f"--output_dir {output_dir} holds an earlier run ({earlier[0]}): resume it with "
                             "--resume_from_checkpoint true, choose another folder, or pass --overwrite_output_dir "
                             "to replace it")
 
 
-def _check_resumed_arguments(output_dir: Path, parsed) -> None:
-    recorded_path = output_dir / "run_args.json"
-    if not recorded_path.is_file():
-        return  # nothing recorded to compare with (a checkpoint copied from elsewhere)
-    recorded, now = json.loads(recorded_path.read_text()), resolved_args(*parsed)
+def _check_resumed_arguments(run_folder: Path, parsed) -> None:
+    recorded, now = json.loads((run_folder / "run_args.json").read_text()), resolved_args(*parsed)
     changed = [
         f"--{name} {recorded[group][name]!r} -> {value!r}"
         for group, values in now.items() if group in recorded
@@ -177,7 +185,7 @@ def _check_resumed_arguments(output_dir: Path, parsed) -> None:
         if name not in RESUME_MAY_CHANGE and name in recorded[group] and recorded[group][name] != value
     ]
     if changed:
-        raise ArgumentError(f"resuming the run in {output_dir} with other arguments than it was started with "
+        raise ArgumentError(f"resuming the run in {run_folder} with other arguments than it was started with "
                             f"({'; '.join(changed[:3])}): resume with the same ones, or start a new run")
 
 

@@ -152,6 +152,17 @@ class Corpus:
         meta = json.dumps([self.task, self.regression, self.id2label], sort_keys=True).encode()
         return hashlib.sha256(rows.tobytes() + meta).hexdigest()
 
+    def _dropped_note(self) -> list[str]:
+        """What reading the whole corpus dropped, for the reports of its parts (the counts are the corpus's)."""
+        dropped = {**self.report.authors_dropped, **self.report.messages_dropped}
+        if not dropped:
+            return []
+        reasons = "; ".join(f"{n:,} {why}" for why, n in {**self.report.messages_dropped}.items())
+        authors = "; ".join(f"{n:,} {why}" for why, n in self.report.authors_dropped.items())
+        parts = [f"{sum(self.report.messages_dropped.values()):,} messages ({reasons})" if reasons else "",
+                 f"{sum(self.report.authors_dropped.values()):,} authors ({authors})" if authors else ""]
+        return [f"reading {self.report.source} dropped " + " and ".join(p for p in parts if p)]
+
     def subset(self, authors: list[str], name: str) -> Corpus:
         """The corpus restricted to `authors` (in this corpus's order), with a report of its own."""
         frame = self.frame[self.frame["user_id"].isin(set(authors))].reset_index(drop=True)
@@ -160,7 +171,7 @@ class Corpus:
         report = DataReport(
             source=f"{self.source} [{name}]", authors_kept=frame["user_id"].nunique(), messages_read=len(frame),
             messages_kept=len(frame), labels_read=n_labels, labels_kept=n_labels,
-            notes=list(self.report.notes),  # what was noted reading the corpus holds for its parts too
+            notes=list(self.report.notes) + self._dropped_note(),  # what reading the corpus found holds for its parts
         )
         return replace(self, frame=frame, source=report.source, report=report)
 
@@ -242,6 +253,9 @@ def _read_delimited(path: Path, delimiter: str) -> _Raw:
     header = next(reader, None)
     if header is None:
         raise CorpusError(path, "the file is empty (no header row)")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise CorpusError(path, f"the header names column {repeated[0]!r} more than once", row="line 1 (header)")
     rows, line_numbers, start = [], [], reader.line_num + 1
     for record in reader:
         line, start = start, reader.line_num + 1
@@ -540,6 +554,10 @@ def load_corpus(
                 example = "'2015-04-15 17:32:12' or '2023-06-10T15:27:16+08:00'"
                 raise raw.error(f"cannot read {stamps[i]!r} as a time (expected ISO-8601, e.g. {example})",
                                 i, col["timestamp"])
+        lowest, highest = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+        for i in np.flatnonzero(((times < lowest) | (times > highest)).to_numpy()):  # a date, but not a storable one
+            raise raw.error(f"the time {stamps[i]!r} lies outside the years 1677 to 2262 that can be ordered", i,
+                            col["timestamp"])
         times = times.dt.as_unit("ns")
         zoned = sum(_has_time_zone(v) for v in stamps if v is not None)
         naive = sum(v is not None for v in stamps) - zoned

@@ -122,6 +122,9 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
     tokenizer = load_tokenizer(model_args, train_corpus.frame["message"].tolist())
     block_size = data_args.block_size or (128 if model_args.from_scratch else None)
     id2label = train_corpus.id2label
+    if not huft_args.regression and id2label is not None and len(id2label) < 2:
+        raise ArgumentError(f"{train_corpus.source}: column {data_args.label_column!r} holds one class only "
+                            f"({next(iter(id2label.values()), '')!r}): a classifier needs at least two")
     task_fields = dict(
         num_labels=1 if huft_args.regression else len(id2label),
         classification_level="author" if huft_args.task == "author" and huft_args.author_context == "recurrent"

@@ -112,6 +112,9 @@ class HuLMArguments:
         unknown = [v for v in self.variant_list if v not in VARIANTS]
         if unknown or not self.variant_list:
             raise ArgumentError(f"--variants {self.variants!r}: choose from {', '.join(VARIANTS)}")
+        if len(set(self.variant_list)) < len(self.variant_list):
+            raise ArgumentError(f"--variants {self.variants!r} names a variant twice (its second run would replace "
+                                "the first)")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -11,12 +11,14 @@ from transformers import PreTrainedTokenizerFast
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
+MIN_VOCAB_SIZE = 258  # the 256 bytes, the separator and padding
 
 
 def train_byte_bpe(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `texts`; its eos token doubles as HuLlama's message separator."""
-    if vocab_size < 258:
-        raise ValueError(f"vocab_size={vocab_size} is too small: a byte-level BPE needs at least 258 tokens")
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(f"vocab_size={vocab_size} is too small: a byte-level BPE needs at least {MIN_VOCAB_SIZE} "
+                         "tokens")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
