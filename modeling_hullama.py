@@ -424,12 +424,59 @@ class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
         keep_cpu_4bit_weights_unpacked(loaded[0] if isinstance(loaded, tuple) else loaded)
         return loaded  # (model, loading info) with output_loading_info=True
 
+    def author_inputs(self, tokenizer, authors: list[list[str]]) -> dict:
+        """`author_inputs` with this model's `block_size`: authors' messages laid out as in training."""
+        return author_inputs(tokenizer, authors, self.config.block_size)
+
+    def encode_authors(self, input_ids, attention_mask=None, author_state=None):
+        """Many authors' states at once (see `HuLlamaModel.encode_authors`)."""
+        return self.model.encode_authors(input_ids, attention_mask=attention_mask, author_state=author_state)
+
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
         # Reentrant checkpointing gives no gradient to keyword tensors, and the state offset is one.
         checkpoint_kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
         if checkpoint_kwargs["use_reentrant"]:
             raise ValueError("HuLlama needs non-reentrant activation checkpointing (use_reentrant=False)")
         super().activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs, **kwargs)
+
+
+def stream_blocks(stream: list[int], block_size: int, start_token_id: int) -> list[list[int]]:
+    """An author's token stream (every message's tokens, each followed by the separator) cut into blocks: the start
+    token, then the next `block_size - 1` stream tokens. Training, the handler and `author_inputs` all cut so."""
+    step = block_size - 1
+    return [[start_token_id] + stream[s : s + step] for s in range(0, len(stream), step)]
+
+
+def author_inputs(tokenizer, authors: list[list[str]], block_size: int) -> dict:
+    """Authors' time-ordered messages (a list of messages, oldest first, per author) as HuLlama inputs.
+
+    Every message's tokens are followed by the separator (the tokenizer's eos), and each author's stream is cut by
+    `stream_blocks` (start token: bos, else the separator). Returns `input_ids` and `attention_mask`
+    `[authors, blocks, tokens]` (padded to the longest author) and `message_ends`: per author, the (block, position)
+    of each message's last token, where a message-level head reads it."""
+    separator = tokenizer.eos_token_id
+    if separator is None:
+        raise ValueError("the tokenizer has no eos token, which HuLlama uses to separate messages")
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else separator
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else separator
+    step, layouts, ends = block_size - 1, [], []
+    for messages in authors:
+        stream, author_ends = [], []
+        for text in messages:
+            stream += tokenizer(text, add_special_tokens=False)["input_ids"]
+            block, offset = divmod(len(stream) - 1, step)
+            author_ends.append((block, offset + 1))  # + 1: the start token opens the block
+            stream.append(separator)
+        layouts.append(stream_blocks(stream, block_size, start) or [[start]])
+        ends.append(author_ends)
+    shape = (len(layouts), max(len(blocks) for blocks in layouts), max(len(b) for bs in layouts for b in bs))
+    input_ids = torch.full(shape, pad, dtype=torch.long)
+    attention_mask = torch.zeros(shape, dtype=torch.long)
+    for a, blocks in enumerate(layouts):
+        for k, block in enumerate(blocks):
+            input_ids[a, k, : len(block)] = torch.tensor(block)
+            attention_mask[a, k, : len(block)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "message_ends": ends}
 
 
 def _local_adapter_base(path) -> str | None:
@@ -746,28 +793,11 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         instead of once per block, which is what makes a quantized base fast.
         """
         batch, num_blocks = block_mask.shape
-        rows = block_mask.nonzero(as_tuple=True)  # (author, block) of every real block, in order
-        embeds = inputs_embeds[rows]
-        flat_tokens = token_mask[rows]
-        position_ids, causal_mask, position_embeddings = self._prepare(
-            embeds, attention_mask[rows] if attention_mask is not None else None,
-            position_ids[rows] if position_ids is not None else None, None,
+        rows, hidden, summaries, context, flat_tokens = self._up_to_extraction(
+            inputs_embeds, attention_mask, token_mask, position_ids, block_mask, record, **kwargs
         )
-        context = (position_ids, causal_mask, position_embeddings, None, False)
-        record.start(embeds)
+        states_before, states = self._recur(state, summaries, block_mask)
         extract = self.config.extract_layer
-        hidden, summary = self._run_layers(embeds, 0, extract + 1, context, flat_tokens, {}, None, record, **kwargs)
-        summaries = summary.new_zeros(batch, num_blocks, summary.shape[-1]).index_put(rows, summary)
-
-        states_before, states = [], []
-        for k in range(num_blocks):
-            states_before.append(state)
-            new_state = self.author_state.advance(state, summaries[:, k]).to(state.dtype)
-            state = torch.where(block_mask[:, k, None], new_state, state)  # a padding block carries the state
-            every = self.config.detach_state_every
-            if every and (k + 1) % every == 0:
-                state = state.detach()
-            states.append(state)
         entering = ablated.unsqueeze(1).expand(-1, num_blocks, -1) if ablated is not None else torch.stack(states_before, 1)
         injection, residual, row_norms = self.author_state.injection(entering[rows])
         hidden, _ = self._run_layers(
@@ -785,6 +815,68 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         per_block = self._injected(injection, row_norms, flat_tokens)  # per real block: summed over its author's
         injected = tuple(values.new_zeros(batch).index_add(0, rows[0], values) for values in per_block)
         return BlocksRun(unflatten(hidden), states, summaries, record.map(unflatten).as_tuples(), injected)
+
+    def _up_to_extraction(self, inputs_embeds, attention_mask, token_mask, position_ids, block_mask, record,
+                          **kwargs):
+        """Layers 0 to `extract_layer` on every real block of every author in one batch (they do not depend on the
+        state when the extraction lies below the insertion). Returns the real blocks' (author, block) indices, their
+        hidden states, the block summaries `[B, K, H]`, the layers' context and the real blocks' token masks."""
+        batch, num_blocks = block_mask.shape
+        rows = block_mask.nonzero(as_tuple=True)  # (author, block) of every real block, in order
+        embeds = inputs_embeds[rows]
+        flat_tokens = token_mask[rows]
+        position_ids, causal_mask, position_embeddings = self._prepare(
+            embeds, attention_mask[rows] if attention_mask is not None else None,
+            position_ids[rows] if position_ids is not None else None, None,
+        )
+        context = (position_ids, causal_mask, position_embeddings, None, False)
+        record.start(embeds)
+        extract = self.config.extract_layer
+        hidden, summary = self._run_layers(embeds, 0, extract + 1, context, flat_tokens, {}, None, record, **kwargs)
+        summaries = summary.new_zeros(batch, num_blocks, summary.shape[-1]).index_put(rows, summary)
+        return rows, hidden, summaries, context, flat_tokens
+
+    def _recur(self, state, summaries, block_mask):
+        """The recurrence over the K block summaries: (the state entering each block, the state after it)."""
+        states_before, states = [], []
+        for k in range(block_mask.shape[1]):
+            states_before.append(state)
+            new_state = self.author_state.advance(state, summaries[:, k]).to(state.dtype)
+            state = torch.where(block_mask[:, k, None], new_state, state)  # a padding block carries the state
+            every = self.config.detach_state_every
+            if every and (k + 1) % every == 0:
+                state = state.detach()
+            states.append(state)
+        return states_before, states
+
+    def encode_authors(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                       author_state: torch.FloatTensor | None = None) -> "HuLlamaModelOutput":
+        """The author states of many authors at once: `input_ids` `[B, K, T]` (as `author_inputs` lays them out),
+        `author_state` `[B, S]` to continue from stored states. Returns `author_states` `[B, K, S]` (the state after
+        each block), `final_author_state` `[B, S]` and `block_mask`, equal to what `forward` returns.
+
+        With the extraction below the insertion (the default layout) the state depends on the layers up to
+        `extract_layer` only, so nothing above it runs; with HaRT's layout this is the whole forward."""
+        if self.config.extract_layer >= self.config.insert_layer:
+            out = self(input_ids, attention_mask=attention_mask, author_state=author_state, use_cache=False)
+            return HuLlamaModelOutput(author_states=out.author_states, final_author_state=out.final_author_state,
+                                      block_mask=out.block_mask)
+        if input_ids.dim() != 3:
+            raise ValueError(f"input_ids must be [authors, blocks, tokens]; got shape {tuple(input_ids.shape)}")
+        token_mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        if token_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask must have the input's shape {tuple(input_ids.shape)}; got "
+                             f"{tuple(token_mask.shape)}")
+        block_mask = token_mask.bool().any(-1)
+        if not block_mask.any():
+            raise ValueError("attention_mask marks no real token in any block: there is nothing to read")
+        state = author_state if author_state is not None else self.author_state.initial_states(input_ids.shape[0])
+        _, _, summaries, _, _ = self._up_to_extraction(
+            self.embed_tokens(input_ids), attention_mask, token_mask, None, block_mask, LayerRecord()
+        )
+        _, states = self._recur(state, summaries, block_mask)
+        return HuLlamaModelOutput(author_states=torch.stack(states, 1), final_author_state=states[-1],
+                                  block_mask=block_mask)
 
     @staticmethod
     def _scatter(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
@@ -973,6 +1065,8 @@ HuLlamaForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 HuLlamaForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 __all__ = [
+    "author_inputs",
+    "stream_blocks",
     "keep_cpu_4bit_weights_unpacked",
     "HuLlamaPreTrainedModel",
     "HuLlamaModel",

@@ -57,6 +57,7 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
+from modeling_hullama import stream_blocks
 from train.corpus import Corpus, DataReport
 
 IGNORE_INDEX = -100
@@ -174,7 +175,7 @@ def layout_author(stream: list[int], sep_pos: list[int], labels: list[float], me
     C, W, start = plan.block_size - 1, plan.window, plan.start_id
 
     if plan.variant == "recurrent":
-        blocks = [[start] + stream[s : min(s + C, we)] for s in range(ws, we, C)]
+        blocks = stream_blocks(stream[ws:we], plan.block_size, start)
         row: dict[str, Any] = {"input_ids": blocks, "length": sum(map(len, blocks)), "n_blocks": len(blocks),
                                "stream_start": ws}
         if plan.task == "lm":
