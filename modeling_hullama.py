@@ -453,7 +453,8 @@ def author_inputs(tokenizer, authors: list[list[str]], block_size: int) -> dict:
     Every message's tokens are followed by the separator (the tokenizer's eos), and each author's stream is cut by
     `stream_blocks` (start token: bos, else the separator). Returns `input_ids` and `attention_mask`
     `[authors, blocks, tokens]` (padded to the longest author) and `message_ends`: per author, the (block, position)
-    of each message's last token, where a message-level head reads it."""
+    of each message's last token, where a message-level head reads it (None for a message with no token, which is
+    left out as in training)."""
     separator = tokenizer.eos_token_id
     if separator is None:
         raise ValueError("the tokenizer has no eos token, which HuLlama uses to separate messages")
@@ -463,7 +464,11 @@ def author_inputs(tokenizer, authors: list[list[str]], block_size: int) -> dict:
     for messages in authors:
         stream, author_ends = [], []
         for text in messages:
-            stream += tokenizer(text, add_special_tokens=False)["input_ids"]
+            tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if not tokens:  # left out of the stream, as in training (no separator either)
+                author_ends.append(None)
+                continue
+            stream += tokens
             block, offset = divmod(len(stream) - 1, step)
             author_ends.append((block, offset + 1))  # + 1: the start token opens the block
             stream.append(separator)

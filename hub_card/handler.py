@@ -4,11 +4,15 @@ Shipped into the model repo as `handler.py`: Inference Endpoints builds `Endpoin
 and calls it with the request's JSON. Self-contained: imports torch and transformers (peft only for adapter repos).
 
 Request:
-    {"inputs": [messages of ONE author, oldest first]    (or one string: one message per line),
+    {"inputs": [messages of ONE author, oldest first]    (or one string: one message per line;
+                                                           task "state" also takes many authors:
+                                                           [[messages of author 1], [messages of author 2], ...]),
      "parameters": {
         "task": "state" | "classify" | "generate",       (default: "generate" for a causal LM, "classify" else)
         "author_state": [S floats],                       (optional: the state before the first message,
-                                                           e.g. a previous response's "author_state")
+                                                           e.g. a previous response's "author_state"; for many
+                                                           authors a list of them, one per author, or null)
+        "authors_per_call": 16,                           (many authors: authors per forward pass)
         "blocks_per_call": 8,                             (blocks per forward pass; the state is carried between)
         "prompt": "text",                                 (generate: the start of the author's next message;
                                                            default: the last input message is the prompt;
@@ -17,6 +21,7 @@ Request:
 
 Responses:
     state     {"author_state": [S floats], "n_blocks": K, "n_tokens": N}
+              many authors: {"authors": [{"author_state": [S floats], "n_blocks": K, "n_tokens": N}, ...]}
     classify  message level: {"level": "message", "scores": [per input message: [{"label", "score"}, ...] best first,
                                                              or null for a message that tokenizes to nothing]}
               author level:  {"level": "author", "scores": [{"label", "score"}, ...]}
@@ -40,8 +45,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 TASKS = ("state", "classify", "generate")
-PARAMETERS = ("task", "author_state", "blocks_per_call", "prompt", "max_new_tokens", "do_sample", "temperature",
-              "top_p", "top_k", "repetition_penalty")
+PARAMETERS = ("task", "author_state", "blocks_per_call", "authors_per_call", "prompt", "max_new_tokens", "do_sample",
+              "temperature", "top_p", "top_k", "repetition_penalty")
 SAMPLING = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 DEFAULT_MAX_NEW_TOKENS = 20
 
@@ -132,6 +137,9 @@ class EndpointHandler:
     # ------------------------------------------------------------------------------------------- request
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(data, dict) and isinstance(data.get("inputs"), list) and data["inputs"] and all(
+                isinstance(author, list) for author in data["inputs"]):
+            return self._states_of_many(data)
         messages, params = self._parse(data)
         task = params.get("task") or ("generate" if self.kind == "causal-lm" else "classify")
         state = self._author_state(params.get("author_state"))
@@ -146,6 +154,37 @@ class EndpointHandler:
             if task == "classify":
                 return self._classify(messages, state, per_call)
             return self._generate(messages, params, state, per_call)
+
+    def _states_of_many(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Task "state" for many authors: their states in batches of `authors_per_call`, each author's blocks in one
+        pass, running only the layers the state depends on (`encode_authors`)."""
+        authors, params = [], {}
+        for messages in data["inputs"]:  # each checked as a one-author request is
+            parsed, params = self._parse({**data, "inputs": messages})
+            authors.append(parsed)
+        if params.get("task", "state") != "state":
+            raise ValueError("many authors in one request take task 'state'; send one author per request for the "
+                             "other tasks")
+        per_call = params.get("authors_per_call", 16)
+        if isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 1:
+            raise ValueError(f"parameters.authors_per_call must be an integer >= 1, got {per_call!r}")
+        states = params.get("author_state")
+        if states is not None and (not isinstance(states, list) or len(states) != len(authors)):
+            raise ValueError(f"parameters.author_state must be null or a list of {len(authors)} states, one per author")
+        results = []
+        with _eval_mode(self.model), torch.no_grad():
+            for i in range(0, len(authors), per_call):
+                batch = authors[i : i + per_call]
+                inputs = self.model.author_inputs(self.tokenizer, batch)
+                start = None
+                if states is not None:
+                    start = torch.cat([self._author_state(state) for state in states[i : i + per_call]])
+                mask = inputs["attention_mask"].to(self.device)
+                out = self.model.encode_authors(inputs["input_ids"].to(self.device), mask, author_state=start)
+                blocks, tokens = out.block_mask.sum(-1).tolist(), mask.sum((-1, -2)).tolist()
+                results += [{"author_state": self._floats(out.final_author_state[j : j + 1]), "n_blocks": int(k),
+                             "n_tokens": int(n - k)} for j, (k, n) in enumerate(zip(blocks, tokens))]
+        return {"authors": results}
 
     def _parse(self, data: Any) -> tuple[list[str], dict[str, Any]]:
         if not isinstance(data, dict) or "inputs" not in data:

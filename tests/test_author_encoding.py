@@ -72,3 +72,12 @@ def test_author_inputs_lay_out_messages_exactly_as_training_does(tokenizer):
             last = tokenizer(text, add_special_tokens=False)["input_ids"][-1]
             assert laid["input_ids"][0, block, position] == last
             assert mask[block, position]
+
+
+def test_the_benchmark_runs_and_finds_the_states_identical():
+    from benchmarks.bench_author_encoding import main
+
+    rows = main(["--shapes", "cpu-default", "--authors", "2", "--blocks", "2", "--block_size", "16", "--repeats", "1",
+                 "--handler_authors", "3", "--handler_messages", "4"])
+    assert rows[0]["states_identical"] and rows[0]["ratio"] > 0
+    assert rows[1]["authors"] == 3 and rows[1]["max_state_difference"] < 1e-4

@@ -289,6 +289,30 @@ def test_handler_state_and_generate(repos, tokenizer):
     assert prompted["generated_text"].startswith("I") and prompted["author_state"] == state["author_state"]
 
 
+@pytest.mark.parametrize("repo", ["lm", "adapter"])
+def test_handler_states_of_many_authors_equal_one_author_at_a_time(repos, repo):
+    handler = EndpointHandler(str(repos[repo]))
+    authors = [AUTHOR, AUTHOR[:2], ["only one message"], list(reversed(AUTHOR)), AUTHOR[1:]]
+    alone = [handler({"inputs": a, "parameters": {"task": "state"}}) for a in authors]
+    for per_call in (16, 2):  # batches of every size, the last one shorter
+        many = handler({"inputs": authors, "parameters": {"task": "state", "authors_per_call": per_call}})["authors"]
+        assert len(many) == len(authors)
+        for got, want in zip(many, alone):
+            assert (got["n_blocks"], got["n_tokens"]) == (want["n_blocks"], want["n_tokens"])
+            torch.testing.assert_close(torch.tensor(got["author_state"]), torch.tensor(want["author_state"]),
+                                       rtol=1e-5, atol=1e-5)
+    # stored states continue each author, as one-author requests do
+    starts = [a["author_state"] for a in alone]
+    continued = handler({"inputs": authors, "parameters": {"task": "state", "author_state": starts}})["authors"]
+    one = handler({"inputs": authors[0], "parameters": {"task": "state", "author_state": starts[0]}})
+    torch.testing.assert_close(torch.tensor(continued[0]["author_state"]), torch.tensor(one["author_state"]),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="take task 'state'"):
+        handler({"inputs": authors, "parameters": {"task": "generate"}})
+    with pytest.raises(ValueError, match="one per author"):
+        handler({"inputs": authors, "parameters": {"task": "state", "author_state": starts[:2]}})
+
+
 def test_handler_classifiers(repos, tokenizer):
     handler = EndpointHandler(str(repos["classifier"]))
     response = handler({"inputs": AUTHOR + [""]})  # default task for a classifier: classify
