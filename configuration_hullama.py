@@ -164,6 +164,15 @@ class HuLlamaConfig(LlamaConfig):
                 raise ValueError(f"{name}={value!r} is invalid: must be one of {', '.join(map(repr, allowed))}")
 
     @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        # A Llama checkpoint's config is a HuLlama config with the HuLlama fields at their defaults: reading one is
+        # what loading a Llama into HuLlama classes does, not a mismatch for transformers to warn about.
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == "llama":
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
+    @classmethod
     def from_llama_config(cls, llama_config: LlamaConfig, **hullama_fields) -> "HuLlamaConfig":
         """Every field of `llama_config` carried over unchanged, plus the given HuLlama fields."""
         fields = llama_config.to_dict()

@@ -399,6 +399,9 @@ class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
     # The new modules are small and must not lose precision: float32 under fp16 and bf16 (strict), built in float32,
     # and never quantized (their linear maps are StateLinear, which quantizers do not replace).
     _keep_in_fp32_modules_strict = ["author_state"]
+    # A Llama checkpoint (an adapter's HuLlama base among them) has no author-state weights: they start at their
+    # initial values by design (an adapter then restores its own), so their absence is no missing-weights warning.
+    _keys_to_ignore_on_load_missing = [r"author_state\."]
 
     def _init_weights(self, module):
         super()._init_weights(module)

@@ -169,3 +169,20 @@ def test_single_block_outputs_are_the_tensors_the_forward_computed_with():
     weights.retain_grad()
     out.logits.sum().backward()
     assert first.grad is not None and weights.grad is not None
+
+
+def test_a_llama_loads_into_hullama_without_mismatch_or_missing_weight_warnings(tiny_llama_dir, caplog, capsys):
+    """Loading a Llama into HuLlama classes is the documented way in: the new modules start at their initial values,
+    which is no missing-weights report and no model-type warning (an adapter's HuLlama base loads the same way)."""
+    from transformers.utils import logging
+
+    logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            model = HuLlamaForCausalLM.from_pretrained(tiny_llama_dir)
+    finally:
+        logging.disable_propagation()
+    said = caplog.text + capsys.readouterr().err
+    assert "to instantiate a model of type" not in said and "MISSING" not in said, said
+    assert model.config.model_type == "hullama" and torch.equal(model.model.author_state.initial_state,
+                                                                torch.zeros_like(model.model.author_state.initial_state))
