@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout: the entry points import the repository's modules
+    sys.path.insert(0, str(ROOT))
 TINY = ["--synthetic_authors", "12", "--synthetic_messages", "6", "--num_train_epochs", "1", "--scratch_vocab_size",
         "300", "--scratch_hidden_size", "64", "--scratch_layers", "2", "--block_size", "32", "--max_blocks", "2",
         "--variants", "recurrent", "--per_device_train_batch_size", "4"]
@@ -96,7 +98,6 @@ def tiny_llama(folder: Path, name: str = "llama", **config) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    sys.path.insert(0, str(ROOT))
     from train.tokenizer import train_byte_bpe
 
     path = folder / name
@@ -691,7 +692,6 @@ def _cache(config):
 
 
 def _entry(name: str) -> Callable[[list[str]], object]:
-    sys.path.insert(0, str(ROOT))
     if name == "hulm":
         from train.hulm import main
     elif name == "huft":
