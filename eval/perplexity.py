@@ -30,6 +30,7 @@ Command line (from the repository root; writes perplexity.json and perplexity.pn
     python eval/perplexity.py --model ~/.cache/hullama/smollm2-135m --as_hullama --adapter runs/lora \\
         --data ../shared/data/commits/numpy_dev.jsonl --variants recurrent in_context --output_dir outputs/ppl-dev
     python eval/perplexity.py --model ~/.cache/hullama/smollm2-135m --data synthetic --output_dir outputs/ppl-syn
+    python eval/perplexity.py --model outputs/hulm/recurrent --dataset_name my_dataset_folder --split test
 `--data synthetic` is the embedded synthetic corpus's held-out split: train.synthetic.synthetic_corpus(seed=0)
 (200 authors), split by author with train.corpus.split_by_author(seed=0) (80/10/10), split "test".
 """
@@ -261,12 +262,14 @@ def _bucket_names(edges: Sequence[int]) -> list[str]:
 
 
 def _perplexity(nll: np.ndarray, author: np.ndarray, n_authors: int, mask: np.ndarray,
-                metric: Any = None) -> dict[str, Any]:
+                metric: Any = None, bootstrap: tuple[int, int] | None = None) -> dict[str, Any]:
     """Pooled perplexity of the masked tokens: through the repository's perplexity_from_loss metric when given,
-    else the same formula, exp(sum NLL / tokens), in numpy (the breakdowns: dozens of subsets)."""
+    else the same formula, exp(sum NLL / tokens), in numpy (the breakdowns: dozens of subsets). With
+    `bootstrap=(samples, seed)` also `ci95`, its 95 % percentile interval resampling the subset's authors."""
     count = np.bincount(author[mask], minlength=n_authors)
     if count.sum() == 0:
-        return {"perplexity": None, "nll_per_token": None, "num_tokens": 0, "num_authors": 0}
+        return {"perplexity": None, "nll_per_token": None, "num_tokens": 0, "num_authors": 0,
+                **({"ci95": None} if bootstrap else {})}
     sums = np.bincount(author[mask], weights=nll[mask], minlength=n_authors)
     kept = count > 0
     if metric is not None:
@@ -275,8 +278,20 @@ def _perplexity(nll: np.ndarray, author: np.ndarray, n_authors: int, mask: np.nd
     else:
         per_token = float(sums.sum() / count.sum())
         ppl = math.exp(per_token) if per_token < 700 else math.inf
-    return {"perplexity": ppl, "nll_per_token": per_token, "num_tokens": int(count.sum()),
-            "num_authors": int(kept.sum())}
+    result = {"perplexity": ppl, "nll_per_token": per_token, "num_tokens": int(count.sum()),
+              "num_authors": int(kept.sum())}
+    if bootstrap:
+        samples, seed = bootstrap
+        weights = _author_resamples(int(kept.sum()), samples, seed)
+        per_token_drawn = weights @ sums[kept] / (weights @ count[kept])
+        result["ci95"] = np.exp(np.minimum(np.percentile(per_token_drawn, [2.5, 97.5]), 700)).tolist()
+    return result
+
+
+def _author_resamples(n_authors: int, samples: int, seed: int) -> np.ndarray:
+    """[samples, n_authors]: how often each author is drawn in each resample (authors with replacement)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_authors, np.full(n_authors, 1 / n_authors), size=samples).astype(float)
 
 
 def paired_bootstrap(nll_a: np.ndarray, nll_b: np.ndarray, author: np.ndarray, *, samples: int = 1000,
@@ -293,7 +308,7 @@ def paired_bootstrap(nll_a: np.ndarray, nll_b: np.ndarray, author: np.ndarray, *
         return {"num_tokens": 0, "num_authors": 0}
     sa, sb = np.bincount(who, weights=nll_a[mask]), np.bincount(who, weights=nll_b[mask])
     la, lb = sa.sum() / n.sum(), sb.sum() / n.sum()
-    weights = np.random.default_rng(seed).multinomial(len(n), np.full(len(n), 1 / len(n)), size=samples).astype(float)
+    weights = _author_resamples(len(n), samples, seed)
     tokens = weights @ n
     ba, bb = weights @ sa / tokens, weights @ sb / tokens
     delta, log_ratio = np.exp(ba) - np.exp(bb), ba - bb
@@ -318,15 +333,19 @@ def summarize(scores: TokenScores, *, history_buckets: Sequence[int] = DEFAULT_H
                      for name, lo, hi in zip(_bucket_names(edges), edges, [*edges[1:], np.inf])}
     block_masks = {"1": scores.block == 0, "2+": scores.block >= 1}
     variants = {}
+    interval = (bootstrap_samples, seed) if bootstrap_samples else None
     for v, nll in scores.nll.items():
         ppl = _perplexity(nll, scores.author, n_authors, everything, metric)
         variants[v] = {
             **ppl,
             "seconds": scores.seconds[v],
             "seconds_per_1k_tokens": 1000 * scores.seconds[v] / max(1, ppl["num_tokens"]),
-            "by_history": {k: _perplexity(nll, scores.author, n_authors, m) for k, m in history_masks.items()},
-            "by_block": {k: _perplexity(nll, scores.author, n_authors, m) for k, m in block_masks.items()},
-            "by_block_index": {str(k + 1): _perplexity(nll, scores.author, n_authors, scores.block == k)
+            "by_history": {k: _perplexity(nll, scores.author, n_authors, m, bootstrap=interval)
+                           for k, m in history_masks.items()},
+            "by_block": {k: _perplexity(nll, scores.author, n_authors, m, bootstrap=interval)
+                         for k, m in block_masks.items()},
+            "by_block_index": {str(k + 1): _perplexity(nll, scores.author, n_authors, scores.block == k,
+                                                       bootstrap=interval)
                                for k in range(int(scores.block.max()) + 1)},
         }
     comparisons = []
@@ -357,7 +376,7 @@ def evaluate_perplexity(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, 
     Returns a JSON-ready dict:
       settings {block_size, context_window, max_blocks, batch_size, history_buckets}, num_authors, num_tokens,
       variants {name: {perplexity, nll_per_token, num_tokens, num_authors, seconds, seconds_per_1k_tokens,
-                by_history {"0-255": {perplexity, nll_per_token, num_tokens, num_authors}, ...},
+                by_history {"0-255": {perplexity, nll_per_token, num_tokens, num_authors, ci95}, ...},
                 by_block {"1": ..., "2+": ...}, by_block_index {"1": ..., "2": ..., ...}}},
       comparisons [{a, b, tokens ("all" | "blocks 2+"), perplexity_a, perplexity_b, delta_perplexity, ci95,
                     ratio, ratio_ci95, share_a_better, num_tokens, num_authors}],
@@ -393,41 +412,64 @@ def format_results(results: dict[str, Any]) -> str:
 
 
 def plot_results(results: dict[str, Any], path: str | Path) -> Path:
-    """A PNG: perplexity per variant by history bucket (left) and by block index (right)."""
+    """`perplexity_figure` saved as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = perplexity_figure(results)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def perplexity_figure(results: dict[str, Any]):
+    """Perplexity per variant by history bucket (left) and by block index (right), each value with its 95 %
+    interval over authors and the authors (and tokens) behind it; both y-axes start at 0, so bar heights compare;
+    the title names the model and the corpus."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    variants = results["variants"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    def values_and_errors(entries: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        values = np.array([e["perplexity"] if e["perplexity"] is not None else np.nan for e in entries], float)
+        intervals = np.array([e.get("ci95") or [np.nan, np.nan] for e in entries], float)
+        return values, np.abs(np.stack([values - intervals[:, 0], intervals[:, 1] - values]))
+
+    variants, settings = results["variants"], results.get("settings", {})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     buckets = list(next(iter(variants.values()))["by_history"])
     width = 0.8 / max(1, len(variants))
     for i, (v, r) in enumerate(variants.items()):
-        values = [r["by_history"][b]["perplexity"] or np.nan for b in buckets]
-        left.bar(np.arange(len(buckets)) + i * width, values, width, label=f"{v} ({r['perplexity']:.2f})")
+        entries = [r["by_history"][b] for b in buckets]
+        values, errors = values_and_errors(entries)
+        left.bar(np.arange(len(buckets)) + i * width, values, width, yerr=errors, capsize=3,
+                 label=f"{v} ({r['perplexity']:.2f})")
         blocks = list(r["by_block_index"])
-        right.plot([int(b) for b in blocks], [r["by_block_index"][b]["perplexity"] or np.nan for b in blocks],
-                   marker="o", label=v)
-    shown = [x["perplexity"] for r in variants.values() for x in r["by_history"].values() if x["perplexity"]]
-    if shown and max(shown) < 1e6:  # bars from a floor near the data, so small differences show
-        low, high = min(shown), max(shown)
-        left.set_ylim(max(0.0, low - 0.25 * (high - low) - 0.01 * low), high + 0.1 * (high - low) + 0.01 * high)
-    left.set_xticks(np.arange(len(buckets)) + width * (len(variants) - 1) / 2, buckets)
-    right.xaxis.get_major_locator().set_params(integer=True)
+        values, errors = values_and_errors([r["by_block_index"][b] for b in blocks])
+        right.errorbar([int(b) + 0.06 * (i - (len(variants) - 1) / 2) for b in blocks], values, yerr=errors,
+                       marker="o", capsize=3, label=v)
+    # the authors and tokens behind each bucket (the same for every variant: all score the same tokens)
+    first = next(iter(variants.values()))
+    left.set_xticks(np.arange(len(buckets)) + width * (len(variants) - 1) / 2,
+                    [f"{b}\n{first['by_history'][b]['num_authors']} authors\n{first['by_history'][b]['num_tokens']:,} tok"
+                     for b in buckets])
+    blocks = list(first["by_block_index"])
+    right.set_xticks([int(b) for b in blocks], [f"{b}\n{first['by_block_index'][b]['num_authors']}" for b in blocks])
+    for axis in (left, right):
+        axis.set_ylim(bottom=0)
+        axis.set_ylabel("perplexity (axis from 0; bars: 95 % interval over authors)")
+        axis.legend(fontsize=8)
     left.set_xlabel("preceding stream tokens of the author")
-    left.set_ylabel("perplexity")
-    left.set_title(f"{results['num_tokens']:,} tokens, {results['num_authors']} authors")
-    left.legend(fontsize=8)
-    right.set_xlabel("block index (recurrent layout)")
-    right.set_ylabel("perplexity")
-    right.set_title(f"block size {results.get('settings', {}).get('block_size', '?')}")
-    right.legend(fontsize=8)
+    right.set_xlabel("block index (recurrent layout) / authors with that block")
+    left.set_title(f"by history: {results['num_tokens']:,} tokens, {results['num_authors']} authors", fontsize=10)
+    right.set_title(f"by block, block size {settings.get('block_size', '?')}", fontsize=10)
+    model = settings.get("model") or "model"
+    if settings.get("adapter"):
+        model += f" + adapter {settings['adapter']}"
+    fig.suptitle(f"{model} on {settings.get('corpus', 'corpus')}", fontsize=11)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -457,7 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default="synthetic",
                         help="corpus file (.jsonl/.csv/.tsv/.parquet) or datasets folder; 'synthetic' (default): "
                              "the embedded synthetic corpus's held-out split")
-    parser.add_argument("--split", default="test", help="split to read when --data is a datasets folder")
+    parser.add_argument("--dataset_name", help="instead of --data: a dataset datasets.load_dataset reads (a Hub "
+                                               "dataset id, downloaded on request, or a local dataset folder)")
+    parser.add_argument("--dataset_config_name", help="configuration of --dataset_name")
+    parser.add_argument("--split", default="test", help="split of --dataset_name, or of a saved datasets folder")
     parser.add_argument("--max_authors", type=int, help="evaluate only the first N authors (quick runs)")
     parser.add_argument("--block_size", type=int,
                         help="tokens per block, start token included (default: the model config's block_size, "
@@ -482,11 +527,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_eval_corpus(data: str, split: str = "test", max_authors: int | None = None) -> Corpus:
-    """--data resolved to a Corpus (raises FileNotFoundError / ValueError with one-line messages)."""
-    from train.corpus import CorpusError, load_corpus
+def load_eval_corpus(data: str, split: str = "test", max_authors: int | None = None,
+                     dataset_name: str | None = None, dataset_config_name: str | None = None) -> Corpus:
+    """--data (or --dataset_name) resolved to a Corpus (raises FileNotFoundError / ValueError with one-line
+    messages)."""
+    from train.corpus import CorpusError, NamedDataset, load_corpus
 
-    if data == "synthetic":
+    if dataset_name:
+        if data != "synthetic":
+            raise ValueError("--data and --dataset_name both name the corpus: give one")
+        try:
+            corpus = load_corpus(NamedDataset(dataset_name, dataset_config_name, split))
+        except CorpusError as e:
+            raise ValueError(str(e).splitlines()[0]) from None
+    elif dataset_config_name:
+        raise ValueError("--dataset_config_name belongs to --dataset_name, which is not given")
+    elif data == "synthetic":
         corpus = synthetic_heldout()
     else:
         if not Path(data).exists():
@@ -516,7 +572,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.max_authors is not None and args.max_authors < 1:
         parser.error("--max_authors must be at least 1")
     try:
-        corpus = load_eval_corpus(args.data, args.split, args.max_authors)
+        corpus = load_eval_corpus(args.data, args.split, args.max_authors, args.dataset_name,
+                                  args.dataset_config_name)
     except (FileNotFoundError, ValueError) as e:
         parser.error(str(e))
     from eval.features import load_model
@@ -543,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                       seed=args.seed)
     except ValueError as e:
         parser.error(str(e).splitlines()[0])
-    results["settings"].update(model=args.model, adapter=args.adapter, data=args.data)
+    results["settings"].update(model=args.model, adapter=args.adapter, data=str(corpus.source))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "perplexity.json").write_text(json.dumps(results, indent=2) + "\n")

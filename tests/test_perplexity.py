@@ -22,6 +22,7 @@ from eval.perplexity import (
     evaluate_perplexity,
     main,
     paired_bootstrap,
+    perplexity_figure,
     score_variants,
     summarize,
 )
@@ -182,6 +183,47 @@ def test_summary_breakdowns_and_paired_bootstrap():
     json.dumps(report)
 
 
+def test_each_breakdown_has_an_interval_over_its_authors():
+    """ci95 of a subset's perplexity: resample the subset's authors, pool their tokens; checked by hand on a subset
+    of three authors, and an author with no token in the subset takes no part."""
+    author = np.array([0, 0, 1, 1, 1, 2, 3])
+    nll = np.array([1.0, 2.0, 0.5, 0.5, 1.5, 3.0, 9.0])
+    block = np.array([0, 1, 0, 0, 1, 0, 1])
+    scores = TokenScores(["a", "b", "c", "d"], author, np.zeros(7), np.zeros(7, int), np.zeros(7), block,
+                         {"none": nll}, {"none": 1.0}, {})
+    report = summarize(scores, history_buckets=(0,), bootstrap_samples=200, seed=3)
+    first = report["variants"]["none"]["by_block"]["1"]  # authors 0, 1, 2 (author 3 has no token in block 1)
+    sums, counts = np.array([1.0, 1.0, 3.0]), np.array([1.0, 2.0, 1.0])
+    draws = np.random.default_rng(3).multinomial(3, [1 / 3] * 3, size=200).astype(float)
+    expected = np.exp(np.percentile(draws @ sums / (draws @ counts), [2.5, 97.5]))
+    assert first["num_authors"] == 3
+    assert_close(first["ci95"], expected.tolist())
+    assert first["ci95"][0] <= first["perplexity"] <= first["ci95"][1]
+    one = report["variants"]["none"]["by_block_index"]  # one author alone: no spread
+    single = summarize(replace(scores, author=np.zeros(7, int), authors=["a"]), history_buckets=(0,),
+                       bootstrap_samples=50)["variants"]["none"]["by_history"]["0+"]
+    assert_close(single["ci95"], [single["perplexity"]] * 2)
+    assert set(one) == {"1", "2"} and all(len(e["ci95"]) == 2 for e in one.values())
+
+
+def test_the_figure_shows_intervals_counts_a_zero_origin_and_names_model_and_corpus():
+    scores = _toy_scores(np.random.default_rng(0))
+    report = summarize(scores, history_buckets=(0, 100, 300), bootstrap_samples=100)
+    report["settings"] = {"block_size": 17, "model": "runs/my-model", "corpus": "numpy_test.jsonl"}
+    fig = perplexity_figure(report)
+    left, right = fig.axes
+    assert left.get_ylim()[0] == 0 and right.get_ylim()[0] == 0
+    assert "axis from 0" in left.get_ylabel() and "interval" in left.get_ylabel()
+    assert fig._suptitle.get_text() == "runs/my-model on numpy_test.jsonl"
+    ticks = [t.get_text() for t in left.get_xticklabels()]
+    assert ticks[0].splitlines() == ["0-99", "30 authors", f"{report['variants']['recurrent']['by_history']['0-99']['num_tokens']:,} tok"]
+    # error bars: one line collection per variant on each side, with a segment per bar / point
+    bars = [c for c in left.collections if c.__class__.__name__ == "LineCollection"]
+    assert len(bars) == len(report["variants"]) and all(len(b.get_segments()) == 3 for b in bars)
+    rec = report["variants"]["recurrent"]["by_history"]["0-99"]
+    assert_close(sorted(y for _, y in bars[0].get_segments()[0]), rec["ci95"])
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tokenizer):
     path = tmp_path_factory.mktemp("tiny-hullama")
@@ -201,6 +243,28 @@ def test_cli_writes_json_and_plot(model_dir, corpus, tmp_path):
     assert set(saved["variants"]) == {"recurrent", "in_context", "none", ZEROED}
     assert saved["settings"]["max_blocks"] == 2 and saved["settings"]["block_size"] == 64
     assert (out / "perplexity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_reads_a_dataset_by_name_offline(model_dir, corpus, tmp_path, monkeypatch):
+    """--dataset_name: a local dataset folder with train / test files, read by datasets.load_dataset with no network;
+    --split picks the authors scored."""
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    frame = corpus.frame.assign(timestamp=corpus.frame["timestamp"].astype(str))
+    first, rest = corpus.authors[:1], corpus.authors[1:]
+    frame[frame.user_id.isin(first)].to_json(folder / "train.jsonl", orient="records", lines=True)
+    frame[frame.user_id.isin(rest)].to_json(folder / "test.jsonl", orient="records", lines=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    results = main(["--model", str(model_dir), "--dataset_name", str(folder), "--block_size", "64",
+                    "--max_blocks", "1", "--variants", "none", "--bootstrap_samples", "10",
+                    "--output_dir", str(tmp_path / "out"), "--device", "cpu"])
+    assert results["num_authors"] == 3 and str(folder) in results["settings"]["corpus"]
+    results = main(["--model", str(model_dir), "--dataset_name", str(folder), "--split", "train", "--block_size",
+                    "64", "--max_blocks", "1", "--variants", "none", "--bootstrap_samples", "10",
+                    "--output_dir", str(tmp_path / "out"), "--device", "cpu"])
+    assert results["num_authors"] == 1
 
 
 def test_evaluate_perplexity_function_api(model_dir, corpus, tokenizer):

@@ -88,7 +88,7 @@ def test_huft_task_name_errors(capsys, tmp_path):
     corpus.write_text('{"user_id": 1, "message": "hi", "label": "favor"}\n')
     line = _one_line_error(capsys, huft.main, ["--task_name", "sentiment", "--train_file", str(corpus),
                                                "--output_dir", str(tmp_path / "o")])
-    assert "leave out --train_file and --validation_file" in line
+    assert "leave out --train_file, --validation_file and --dataset_name" in line
 
 
 def test_several_train_files_are_one_corpus(capsys, tmp_path):
@@ -129,3 +129,36 @@ def test_huft_starts_from_a_hulm_adapter_with_its_own_tokenizer(tmp_path, tiny_l
     # a learning rate of 1e-12 (0 is refused: it trains nothing) moves them by about 1e-12: started from them
     assert shared and all(torch.allclose(start[k], tuned[k], rtol=0, atol=1e-9) for k in shared)
     assert any("score" in k for k in tuned) and not any("score" in k for k in start)
+
+
+def test_a_dataset_named_like_transformers_examples_name_it(capsys, tmp_path, monkeypatch):
+    """--dataset_name (datasets.load_dataset) on a local dataset folder, offline: --dataset_split trains, and
+    --validation_split holds the held-out authors; conflicting data arguments are one-line errors."""
+    from train.synthetic import synthetic_corpus
+
+    frame = synthetic_corpus(12, 6, seed=0)[["user_id", "message_id", "timestamp", "message"]]
+    frame = frame.assign(timestamp=frame["timestamp"].astype(str))
+    authors = list(dict.fromkeys(frame.user_id))
+    folder = tmp_path / "authors"
+    folder.mkdir()
+    frame[frame.user_id.isin(authors[:9])].to_json(folder / "train.jsonl", orient="records", lines=True)
+    frame[frame.user_id.isin(authors[9:])].to_json(folder / "test.jsonl", orient="records", lines=True)
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+    tiny = [arg for arg in TINY if arg not in ("--synthetic_authors", "12", "--synthetic_messages", "6")]
+    results = hulm.main(["--dataset_name", str(folder), "--validation_split", "test", *tiny, "--variants", "none",
+                         "--output_dir", str(tmp_path / "out")])
+    assert results["corpus"] == f"{folder} [test]" and results["num_authors"] == 3
+    capsys.readouterr()
+
+    assert "give one" in _one_line_error(capsys, hulm.main, ["--dataset_name", str(folder), "--train_file",
+                                                              str(folder / "train.jsonl")])
+    assert "--validation_split belongs to --dataset_name" in _one_line_error(
+        capsys, hulm.main, ["--validation_split", "test"])
+    assert "held-out authors must not be training authors" in _one_line_error(
+        capsys, hulm.main, ["--dataset_name", str(folder), "--validation_split", "train"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # datasets prints its progress before it finds the split missing
+        hulm.main(["--dataset_name", str(folder), "--dataset_split", "dev", *tiny, "--output_dir", str(tmp_path / "o")])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"hulm.py: error: {folder} [dev]: datasets.load_dataset could not read it") and "'train', 'test'" in line

@@ -200,6 +200,17 @@ class DataArguments:
         default=None, metadata={"help": "Held-out authors (one or a comma-separated list of files). Default: a split "
                                         "of the training authors."}
     )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A dataset datasets.load_dataset reads, instead of --train_file: a Hub dataset id "
+                          "(user/name, downloaded on request) or a local dataset folder."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of --dataset_name with the training authors."})
+    validation_split: str | None = field(
+        default=None, metadata={"help": "Split of --dataset_name with held-out authors. Default: --validation_file, "
+                                        "else a split of the training authors."}
+    )
     user_column: str = field(default="user_id", metadata={"help": "Author id column."})
     message_column: str = field(default="message", metadata={"help": "Message text column."})
     timestamp_column: str | None = field(default="timestamp", metadata={"help": "Time column ('' for none)."})
@@ -236,6 +247,16 @@ class DataArguments:
         if shared:
             raise ArgumentError(f"--validation_file {sorted(shared)[0].name} is also a --train_file: held-out authors "
                                 "must not be training authors")
+        if self.dataset_name and self.train_file:
+            raise ArgumentError("--dataset_name and --train_file both name the training corpus: give one")
+        for name in ("dataset_config_name", "validation_split"):
+            if getattr(self, name) and not self.dataset_name:
+                raise ArgumentError(f"--{name} belongs to --dataset_name, which is not given")
+        if self.validation_split and self.validation_file:
+            raise ArgumentError("--validation_split and --validation_file both name the held-out authors: give one")
+        if self.validation_split and self.validation_split == self.dataset_split:
+            raise ArgumentError(f"--validation_split {self.validation_split} is also the --dataset_split: held-out "
+                                "authors must not be training authors")
         if not 0 < self.validation_fraction < 1:
             raise ArgumentError(f"--validation_fraction {self.validation_fraction} must be in (0, 1)")
         if self.block_size is not None and self.block_size < 2:

@@ -1,8 +1,9 @@
 """Author corpora: load, check, order and split the messages HuLM reads.
 
 A corpus is a table with one message a row: its author, its text, optionally its time, its id and a label.
-`load_corpus` reads it from a file (CSV, TSV, JSON Lines, Parquet), a pandas DataFrame, a `datasets.Dataset`
-or a local folder that `datasets.load_dataset` understands, and returns a `Corpus`: a canonical frame with
+`load_corpus` reads it from a file (CSV, TSV, JSON Lines, Parquet), a folder of such files or one saved with
+`datasets.save_to_disk`, a pandas DataFrame, a `datasets.Dataset`, or a `NamedDataset` (a Hub dataset or a local
+dataset folder, read with `datasets.load_dataset`), and returns a `Corpus`: a canonical frame with
 each author's messages contiguous and in time order, the label vocabulary, and a `DataReport` that counts
 every message kept or dropped.
 
@@ -61,6 +62,20 @@ class CorpusError(ValueError):
 
 class CorpusFileNotFoundError(CorpusError, FileNotFoundError):
     """The corpus path does not exist (also a FileNotFoundError, for callers that catch that)."""
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    """A corpus `datasets.load_dataset` reads by name: a dataset on the Hub ("user/name", downloaded on request) or a
+    local dataset folder (its data files, split by their names as `datasets` splits them); `config` and `split` as
+    `load_dataset` takes them."""
+
+    name: str
+    config: str | None = None
+    split: str = "train"
+
+    def __str__(self) -> str:
+        return self.name + (f" ({self.config})" if self.config else "") + f" [{self.split}]"
 
 
 @dataclass(frozen=True)
@@ -288,6 +303,8 @@ def _read_source(source: Any, split: str | None, cache_dir: str | None) -> _Raw:
         return _Raw(source.to_pandas(), name, "row", list(range(len(source))))
     if isinstance(source, (list, tuple)):
         return _read_many(source, split, cache_dir)
+    if isinstance(source, NamedDataset):
+        return _read_named(source, cache_dir)
     if not isinstance(source, (str, Path)):
         raise CorpusError(type(source).__name__, "expected a path, a list of paths, a pandas DataFrame or a "
                                                  "datasets.Dataset")
@@ -310,6 +327,18 @@ def _read_source(source: Any, split: str | None, cache_dir: str | None) -> _Raw:
     raise CorpusError(path, f"unknown file type '{path.suffix}': expected one of {', '.join(SUPPORTED_SUFFIXES)}")
 
 
+def _read_named(source: NamedDataset, cache_dir: str | None) -> _Raw:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(source.name, source.config, split=source.split, cache_dir=cache_dir)
+    except Exception as e:  # not found, offline, unknown config or split: datasets raises many types
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        raise CorpusError(source, f"datasets.load_dataset could not read it ({type(e).__name__}: {first_line})") \
+            from None
+    return _Raw(loaded.to_pandas(), str(source), "row", list(range(len(loaded))))
+
+
 def _read_folder(path: Path, split: str | None, cache_dir: str | None) -> _Raw:
     """A folder: a dataset saved with `datasets.save_to_disk`, or else every corpus file in it (all of them, sorted by
     name, read as one corpus). Any other file is refused rather than skipped, so that nothing is left out unseen."""
@@ -320,6 +349,10 @@ def _read_folder(path: Path, split: str | None, cache_dir: str | None) -> _Raw:
             loaded = datasets.load_from_disk(str(path))
         except Exception as e:  # a damaged save: datasets and pyarrow raise several types
             raise CorpusError(path, f"not a readable datasets folder ({type(e).__name__}: {e})") from None
+        if isinstance(loaded, datasets.DatasetDict):  # saved with all its splits: the one asked for
+            if split not in loaded:
+                raise CorpusError(path, f"the saved dataset has no split {split!r} (it has {', '.join(sorted(loaded))})")
+            loaded = loaded[split]
         return _Raw(loaded.to_pandas(), str(path), "row", list(range(len(loaded))))
     files = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     others = [p.name for p in files if p.is_dir() or p.suffix.lower() not in SUPPORTED_SUFFIXES]
@@ -493,9 +526,9 @@ def load_corpus(
 ) -> Corpus:
     """Read, check and order an author corpus.
 
-    source: a path (.jsonl/.ndjson/.json, .csv, .tsv, .parquet), a folder for `datasets.load_dataset` (with
-        `split` and `cache_dir`), a list of such paths (read as one corpus, in order), a pandas DataFrame or a
-        `datasets.Dataset`.
+    source: a path (.jsonl/.ndjson/.json, .csv, .tsv, .parquet), a folder of such files or one saved with
+        `datasets.save_to_disk`, a list of such paths (read as one corpus, in order), a pandas DataFrame, a
+        `datasets.Dataset`, or a `NamedDataset` (read with `datasets.load_dataset`, into `cache_dir` if given).
     columns: source column names (ColumnNames or a dict overriding some of its defaults).
     task: "lm" (labels ignored), "message" (a label on some messages; null/NaN = unlabelled history) or
         "author" (one label per author: every non-null label of an author must agree, and each author needs one).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from train.args import DataArguments, split_paths
-from train.corpus import ColumnNames, Corpus, CorpusError, load_corpus, split_by_author
+from train.corpus import ColumnNames, Corpus, CorpusError, NamedDataset, load_corpus, split_by_author
 from train.synthetic import synthetic_corpus
 
 
@@ -20,16 +20,23 @@ def load_corpora(data_args: DataArguments, *, task: str, seed: int, **corpus_kwa
     """(train, held-out) corpora, split by author; the embedded synthetic corpus when no file is given."""
     with_label = task != "lm"
     columns = column_names(data_args, with_label)
-    if data_args.train_file is None:
+    if data_args.dataset_name:
+        source = NamedDataset(data_args.dataset_name, data_args.dataset_config_name, data_args.dataset_split)
+    elif data_args.train_file is None:
         frame = synthetic_corpus(data_args.synthetic_authors, data_args.synthetic_messages, seed=seed)
         source, columns = frame, ColumnNames(label="label" if with_label else None)
     else:
         files = split_paths(data_args.train_file)
         source = files if len(files) > 1 else files[0]
     corpus = load_corpus(source, columns=columns, task=task, **corpus_kwargs)
-    if data_args.validation_file:
+    held_out_source = None
+    if data_args.validation_split:
+        held_out_source = NamedDataset(data_args.dataset_name, data_args.dataset_config_name, data_args.validation_split)
+    elif data_args.validation_file:
         files = split_paths(data_args.validation_file)
-        held_out = load_corpus(files if len(files) > 1 else files[0], columns=columns, task=task, split="validation",
+        held_out_source = files if len(files) > 1 else files[0]
+    if held_out_source is not None:
+        held_out = load_corpus(held_out_source, columns=columns, task=task, split="validation",
                                labels=list(corpus.label2id) if corpus.label2id else None, **corpus_kwargs)
         train = corpus
     else:
@@ -46,6 +53,7 @@ def check_author_split(train: Corpus, held_out: Corpus, data_args: DataArguments
     """Training and held-out authors: both present, and no author in both (held-out scores would be in-sample)."""
     if not held_out.authors:
         how = (f"--validation_file {data_args.validation_file}" if data_args.validation_file else
+               f"--validation_split {data_args.validation_split}" if data_args.validation_split else
                f"--validation_fraction {data_args.validation_fraction} of {len(train.authors)} authors")
         raise CorpusError(held_out.source, f"no held-out author ({how} rounds to none): give more authors, a larger "
                                            "--validation_fraction or a --validation_file")

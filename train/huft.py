@@ -200,8 +200,9 @@ def registry_splits(huft_args, data_args):
     """(train, dev, test) of a downstream task from eval/tasks.py; no --train_file / --validation_file with it."""
     from eval.tasks import load_task
 
-    if data_args.train_file or data_args.validation_file:
-        raise ArgumentError("--task_name reads the task's own splits: leave out --train_file and --validation_file")
+    if data_args.train_file or data_args.validation_file or data_args.dataset_name:
+        raise ArgumentError("--task_name reads the task's own splits: leave out --train_file, --validation_file and "
+                            "--dataset_name")
     try:
         splits = load_task(huft_args.task_name, huft_args.data_dir)
     except (FileNotFoundError, ValueError) as e:
