@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 from modeling_hullama import HuLlamaForCausalLM
-from train.schedule import AuthorStreamBatches, StateCarrier, chunk_authors
+from train.schedule import AuthorStreamBatches, StateCarrier, StreamRows, chunk_authors, padding_index
 
 
 @settings(max_examples=40, deadline=None)
@@ -181,6 +181,62 @@ def test_one_block_a_step_trains_the_recurrence_only_when_asked(learn_recurrence
     reached = [p.grad is not None and p.grad.abs().sum() > 0 for p in recurrence]
     assert reached == [learn_recurrence] * 3
     assert state.state_to_residual.weight.grad.abs().sum() > 0  # the injection learns either way
+
+
+@settings(max_examples=40, deadline=None)
+@given(chunks_per_author=st.lists(st.integers(1, 5), min_size=1, max_size=16), per_process=st.integers(1, 3),
+       processes=st.integers(2, 3), seed=st.integers(0, 3), epoch=st.integers(0, 2))
+def test_processes_read_slices_of_the_one_process_global_batches(chunks_per_author, per_process, processes, seed,
+                                                                epoch):
+    """N processes with per-process batch b draw exactly the batches of one process with batch N x b: process r reads
+    slice r of each; a process whose slice is empty reads one padding row, so that every process steps."""
+    author_index = [a for a, n in enumerate(chunks_per_author) for _ in range(n)]
+    chunk_index = [c for n in chunks_per_author for c in range(n)]
+    kwargs = dict(seed=seed, pool=8, stagger=True)
+    one = AuthorStreamBatches(author_index, chunk_index, per_process * processes, **kwargs)
+    ranks = [AuthorStreamBatches(author_index, chunk_index, per_process, num_replicas=processes, rank=r, **kwargs)
+             for r in range(processes)]
+    for sampler in (one, *ranks):
+        sampler.set_epoch(epoch)
+    global_batches = list(one)
+    per_rank = [list(sampler) for sampler in ranks]
+    assert all(len(batches) == len(global_batches) == len(sampler) for batches, sampler in zip(per_rank, ranks))
+    for step, batch in enumerate(global_batches):
+        parts = [batches[step] for batches in per_rank]
+        real = [row for part in parts for row in part if row >= 0]
+        assert real == batch
+        for r, part in enumerate(parts):
+            expected = batch[r * per_process: (r + 1) * per_process]
+            assert part == (expected or [padding_index(batch[0])])
+
+
+def test_a_padding_row_has_no_label_and_no_author():
+    dataset = datasets.Dataset.from_dict({"input_ids": [[[5, 6, 7]], [[8, 9]]], "labels": [[[5, 6, 7]], [[8, 9]]],
+                                          "author_index": [0, 1], "chunk_index": [0, 0]})
+    rows = StreamRows(dataset)
+    assert rows[1] == dataset[1]
+    padding = rows[padding_index(1)]
+    assert padding["input_ids"] == [[8, 9]] and padding["labels"] == [[-100, -100]] and padding["author_index"] == -1
+
+
+def test_carrier_skips_padding_rows_and_round_trips_through_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = perturb_state_modules(HuLlamaForCausalLM(tiny_hullama_config())).eval()
+    ids = torch.randint(2, 512, (3, 2, 12))
+    carrier = StateCarrier(learn_recurrence=True)
+    with torch.no_grad():
+        entering = model.model.author_state.initial_states(3)
+        carrier.keep(torch.tensor([4, -1, 7]), entering, model(ids))
+    assert set(carrier.states) == {4, 7}
+    torch.save(carrier.state_dict(), tmp_path / "states.pt")
+    restored = StateCarrier(learn_recurrence=True)
+    restored.load_state_dict(torch.load(tmp_path / "states.pt", weights_only=True))
+    authors, chunks = torch.tensor([4, 7]), torch.ones(2, dtype=torch.long)
+    with torch.no_grad():
+        assert_close(restored.entering(model.model.author_state, authors, chunks),
+                     carrier.entering(model.model.author_state, authors, chunks))
+    with pytest.raises(ValueError, match="learn_recurrence=True"):
+        StateCarrier(learn_recurrence=False).load_state_dict(torch.load(tmp_path / "states.pt", weights_only=True))
 
 
 def test_carrier_resumes_after_a_chunk_ending_in_padding():

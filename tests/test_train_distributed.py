@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--synthetic_authors", "24", "--synthetic_messages", "6", "--num_train_epochs", "1", "--scratch_vocab_size",
         "300", "--scratch_hidden_size", "64", "--scratch_layers", "2", "--block_size", "32", "--max_blocks", "2",
-        "--variants", "recurrent", "--blocks_per_step", "0", "--eval_strategy", "no", "--save_strategy", "no",
+        "--variants", "recurrent", "--eval_strategy", "no", "--save_strategy", "no",
         "--warmup_steps", "0"]
 
 

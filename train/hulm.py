@@ -64,8 +64,8 @@ class HuLMArguments:
         default=1,
         metadata={"help": "Recurrent schedule. k >= 1: streaming: every step reads k blocks of each of "
                           "per_device_train_batch_size authors (lanes), each author's state carried from one step "
-                          "to the next (single process). 0: whole authors per step (up to max_blocks blocks each, "
-                          "HaRT's schedule; needed for multi-process runs)."},
+                          "to the next (on many processes too: they exchange the states after every step). 0: whole "
+                          "authors per step (up to max_blocks blocks each, HaRT's schedule)."},
     )
     author_pool: int = field(
         default=256,

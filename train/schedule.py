@@ -1,8 +1,8 @@
 """The streaming schedule for the recurrent variant: many authors in every step, a few blocks of each, the author
 state carried from one step to the next.
 
-Training on batches of few authors with many consecutive blocks each trains much worse than shuffled blocks
-(DESIGN.md §7: 194.5 vs 139.7 perplexity in the pilot). Here every author's blocks are cut into chunks of
+Training on batches of few authors with many consecutive blocks each trains much worse than shuffled blocks (in
+the project's pilot: 194.5 against 139.7 perplexity). Here every author's blocks are cut into chunks of
 `blocks_per_step` blocks; `pool` authors are open at a time, and a step takes the next chunk of `batch_size` of them,
 drawn at random; an author that ends is replaced by the next in a per-epoch shuffled order. A chunk starts from the
 state its author's previous chunk ended with (detached: backpropagation is truncated at step boundaries), or from
@@ -13,11 +13,15 @@ across that boundary, the carrier can re-run the carried state's last recurrence
 
 Why a pool larger than the batch: with pool = batch (lanes: every open author advances every step) the same few
 authors fill many consecutive steps, and the language model trained worse than on shuffled blocks even where the
-state was unused; drawing each step from a pool of all the training authors closed most of that gap (README, the
-state study), while the carried states, older by about pool / batch_size steps, did not hurt.
+state was unused; drawing each step from a pool of all the training authors closed most of that gap (the state
+study), while the carried states, older by about pool / batch_size steps, did not hurt.
 
-Single process only: the authors must see their chunks in order, which sharding batches across processes would
-break."""
+Many processes: every process draws the same global batches (per-process batch x processes authors, from the seed
+and the epoch) and reads its own slice of each; after every step the processes exchange the states their authors
+ended with, so each holds every author's carried state and an author may continue on any process. The run is
+then the one-process run with the same global batch (up to float sums), and a checkpoint holds the whole schedule:
+the carried states (`StateCarrier.state_dict`) and the global step, from which the sampler replays its position.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from collections import defaultdict
 
 import datasets
 import torch
+from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
 STREAM_COLUMNS = ("author_index", "chunk_index")
@@ -64,9 +69,15 @@ class AuthorStreamBatches(Sampler):
     """
 
     def __init__(self, author_index: list[int], chunk_index: list[int], batch_size: int, seed: int = 0,
-                 pool: int | None = None, stagger: bool = False, draw: str = "uniform"):
+                 pool: int | None = None, stagger: bool = False, draw: str = "uniform", num_replicas: int = 1,
+                 rank: int = 0):
         if draw not in AUTHOR_DRAWS:
             raise ValueError(f"draw={draw!r} is unknown: choose one of {', '.join(AUTHOR_DRAWS)}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not one of {num_replicas} processes")
+        # batch_size is per process; the draw is over the global batch, the same in every process
+        self.per_process, self.rank = batch_size, rank
+        batch_size *= num_replicas
         self.batch_size, self.seed, self.epoch, self.draw = batch_size, seed, 0, draw
         self.pool = max(batch_size, pool or batch_size)
         chunks: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -115,10 +126,38 @@ class AuthorStreamBatches(Sampler):
         return [open_lanes[i] for i in sorted(order)]
 
     def __iter__(self):
-        yield from self._batches()
+        """This process's slice of every global batch. A process whose slice is empty (the epoch's last steps can
+        have fewer authors than processes) gets a padding row (`padding_index`), so that every process steps."""
+        start = self.rank * self.per_process
+        for batch in self._batches():
+            yield batch[start : start + self.per_process] or [padding_index(batch[0])]
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+def padding_index(row: int) -> int:
+    """The index `StreamRows` reads as a padding copy of `row` (negative, so never a real row)."""
+    return -1 - row
+
+
+class StreamRows(TorchDataset):
+    """The chunked dataset by index, where a negative index (`padding_index`) is a copy of a row with no label and no
+    author: it runs through the model like any row and adds nothing to the loss or to the carried states."""
+
+    def __init__(self, dataset: datasets.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        if index >= 0:
+            return self.dataset[index]
+        row = dict(self.dataset[-1 - index])
+        row["labels"] = [[-100] * len(block) for block in row["labels"]]
+        row["author_index"] = -1
+        return row
 
 
 class StreamCollator:
@@ -168,19 +207,35 @@ class StateCarrier:
         continues = torch.tensor([kept is not None for kept in carried], device=initial.device)
         return torch.where(continues[:, None], stored, initial)
 
-    def keep(self, authors: torch.Tensor, entered: torch.Tensor, outputs) -> None:
-        """`entered`: the states the chunks started from; `outputs`: the model's output on the chunks."""
+    def keep(self, authors: torch.Tensor, entered: torch.Tensor, outputs, exchange=None) -> None:
+        """`entered`: the states the chunks started from; `outputs`: the model's output on the chunks; `exchange`:
+        with many processes, a function that returns every process's entries (each process's `ended`) merged."""
+        ended = self.ended(authors, entered, outputs)
+        self.states.update(exchange(ended) if exchange is not None else ended)
+
+    def ended(self, authors: torch.Tensor, entered: torch.Tensor, outputs) -> dict:
+        """What each author of the batch continues from next: author -> (state, None), or with `learn_recurrence`
+        (state before the chunk's last real block, that block's summary); padding rows (author < 0) are left out."""
         final = outputs["final_author_state"].detach()
         summaries = outputs["block_summaries"] if self.learn_recurrence else None
         if summaries is None:
-            for author, state in zip(authors.tolist(), final):
-                self.states[author] = (state, None)
-            return
+            return {author: (state, None) for author, state in zip(authors.tolist(), final) if author >= 0}
         block_mask = outputs["block_mask"]  # [b, K]
         before = torch.cat([entered.detach().unsqueeze(1).to(final), outputs["author_states"].detach()[:, :-1]], 1)
         # the last real block of each chunk (a chunk without one keeps its entering state, which is final)
         last = (block_mask.long() * torch.arange(1, block_mask.shape[1] + 1, device=block_mask.device)).argmax(1)
         rows = torch.arange(len(last), device=last.device)
         states, summaries = before[rows, last], summaries.detach()[rows, last]
-        for i, (author, real) in enumerate(zip(authors.tolist(), block_mask.any(1).tolist())):
-            self.states[author] = (states[i], summaries[i]) if real else (final[i], None)
+        return {author: (states[i], summaries[i]) if real else (final[i], None)
+                for i, (author, real) in enumerate(zip(authors.tolist(), block_mask.any(1).tolist())) if author >= 0}
+
+    def state_dict(self) -> dict:
+        """The carried states (on the CPU), for a checkpoint."""
+        return {"learn_recurrence": self.learn_recurrence,
+                "states": {author: tuple(None if t is None else t.detach().cpu() for t in kept)
+                           for author, kept in self.states.items()}}
+
+    def load_state_dict(self, saved: dict) -> None:
+        if saved["learn_recurrence"] != self.learn_recurrence:
+            raise ValueError(f"the checkpoint's states were carried with learn_recurrence={saved['learn_recurrence']}")
+        self.states = dict(saved["states"])

@@ -6,7 +6,10 @@
 - log: adds perplexity next to every (eval) loss of a language model, and the averaged diagnostics.
 - get_train_dataloader / compute_loss, with the streaming schedule (train/schedule.py) only: batches drawn from a
   pool of open authors, each reading its chunks in order, each chunk starting from the state the author's last one
-  ended with (with `learn_recurrence`: that state recomputed in the step, so the recurrence gets a gradient).
+  ended with (with `learn_recurrence`: that state recomputed in the step, so the recurrence gets a gradient); with
+  many processes the states are exchanged after every step.
+- train / _save_checkpoint, streaming only: a checkpoint holds the carried states, and a resumed run continues
+  from them (the sampler replays its position from the seed, the epoch and the step).
 - prediction_step: message-level predictions inside a timeline come back as one row per labelled message, so
   that evaluation gathers them across batches of different shapes and compute_metrics sees (logits, labels).
 """
@@ -16,12 +19,19 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from pathlib import Path
+
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from train.qlora import FULLY_TRAINED_MODULES
-from train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier
+from train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier, StreamRows
+
+# In every checkpoint of a streaming run: each author's carried state (train/schedule.py, StateCarrier.state_dict).
+CARRIED_STATES_NAME = "carried_author_states.pt"
 
 DIAGNOSTICS = ("state_abs_mean", "injection_norm")
 # Every output but the loss and logits; the cache is "cache" from transformers 5.24 on, "past_key_values" before.
@@ -48,11 +58,6 @@ class HuLMTrainer(Trainer):
         self.stream_authors, self.author_pool, self.stagger_authors = stream_authors, author_pool, stagger_authors
         self.author_draw = author_draw
         self._carrier = StateCarrier(learn_recurrence=learn_recurrence)
-        if stream_authors and self.args.world_size > 1:
-            from train.args import ArgumentError
-
-            raise ArgumentError("the streaming schedule (--blocks_per_step k >= 1) runs in a single process: pass "
-                                "--blocks_per_step 0 (whole authors per step) for a multi-process run")
         self._diagnostics: dict[str, list[float]] = defaultdict(list)
 
     def create_optimizer(self, model=None):
@@ -84,11 +89,41 @@ class HuLMTrainer(Trainer):
         dataset = self.train_dataset
         batches = AuthorStreamBatches(dataset["author_index"], dataset["chunk_index"],
                                       self.args.per_device_train_batch_size, seed=self.args.seed,
-                                      pool=self.author_pool, stagger=self.stagger_authors, draw=self.author_draw)
-        # The order is the schedule: no shuffling, no sharding (single process, checked at construction).
-        return EpochBatchesLoader(dataset, batch_sampler=batches, collate_fn=self.data_collator,
+                                      pool=self.author_pool, stagger=self.stagger_authors, draw=self.author_draw,
+                                      num_replicas=self.args.world_size, rank=self.args.process_index)
+        # The order is the schedule: every process draws the same global batches and reads its own slice of each
+        # (train/schedule.py), so the loader is neither shuffled nor sharded by accelerate.
+        return EpochBatchesLoader(StreamRows(dataset), batch_sampler=batches, collate_fn=self.data_collator,
                                   num_workers=self.args.dataloader_num_workers,
                                   pin_memory=self.args.dataloader_pin_memory)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if self.stream_authors and resume_from_checkpoint:
+            if resume_from_checkpoint is True:
+                from transformers.trainer_utils import get_last_checkpoint
+
+                resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or resume_from_checkpoint
+            saved = Path(str(resume_from_checkpoint)) / CARRIED_STATES_NAME
+            if not saved.is_file():
+                raise ValueError(f"{resume_from_checkpoint} holds no {CARRIED_STATES_NAME}: the streaming schedule "
+                                 "cannot continue its authors' states exactly from it")
+            self._carrier.load_state_dict(torch.load(saved, weights_only=True))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        # The carried states first: a checkpoint is complete only once the Trainer writes trainer_state.json, last.
+        if self.stream_authors and self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save(self._carrier.state_dict(), folder / CARRIED_STATES_NAME)
+        super()._save_checkpoint(model, trial)
+
+    def _exchange_states(self, ended: dict) -> dict:
+        """Every process's authors' states after a step, merged (train/schedule.py: many processes)."""
+        from accelerate.utils import gather_object
+
+        mine = [(author, tuple(None if t is None else t.cpu() for t in kept)) for author, kept in ended.items()]
+        return dict(gather_object(mine))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         stream = {name: inputs.pop(name) for name in STREAM_COLUMNS if name in inputs}
@@ -97,7 +132,8 @@ class HuLMTrainer(Trainer):
                                                             stream["chunk_index"])
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if stream:
-            self._carrier.keep(stream["author_index"], inputs["author_state"], outputs)
+            self._carrier.keep(stream["author_index"], inputs["author_state"], outputs,
+                               exchange=self._exchange_states if self.args.world_size > 1 else None)
         if model.training:
             for name in DIAGNOSTICS:
                 value = outputs.get(name) if hasattr(outputs, "get") else None
