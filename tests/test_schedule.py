@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 from modeling_hullama import HuLlamaForCausalLM
-from train.schedule import AuthorStreamBatches, StateCarrier, StreamRows, chunk_authors, padding_index
+from train.batches import padding_index
+from train.schedule import AuthorStreamBatches, StateCarrier, chunk_authors
 
 
 @settings(max_examples=40, deadline=None)
@@ -185,17 +186,21 @@ def test_one_block_a_step_trains_the_recurrence_only_when_asked(learn_recurrence
 
 @settings(max_examples=40, deadline=None)
 @given(chunks_per_author=st.lists(st.integers(1, 5), min_size=1, max_size=16), per_process=st.integers(1, 3),
-       processes=st.integers(2, 3), seed=st.integers(0, 3), epoch=st.integers(0, 2))
+       processes=st.integers(2, 3), seed=st.integers(0, 3), epoch=st.integers(0, 2), budget=st.sampled_from([None, 40]),
+       draw=st.sampled_from(["uniform", "remaining"]))
 def test_processes_read_slices_of_the_one_process_global_batches(chunks_per_author, per_process, processes, seed,
-                                                                epoch):
-    """N processes with per-process batch b draw exactly the batches of one process with batch N x b: process r reads
-    slice r of each; a process whose slice is empty reads one padding row, so that every process steps."""
+                                                                epoch, budget, draw):
+    """N processes with per-process batch b (or token budget B) draw exactly the batches of one process with batch
+    N x b (budget N x B): process r reads slice r of each; a process whose slice is empty reads one padding row, so
+    that every process steps."""
     author_index = [a for a, n in enumerate(chunks_per_author) for _ in range(n)]
     chunk_index = [c for n in chunks_per_author for c in range(n)]
-    kwargs = dict(seed=seed, pool=8, stagger=True)
-    one = AuthorStreamBatches(author_index, chunk_index, per_process * processes, **kwargs)
-    ranks = [AuthorStreamBatches(author_index, chunk_index, per_process, num_replicas=processes, rank=r, **kwargs)
-             for r in range(processes)]
+    lengths = [(7 * row) % 13 + 4 for row in range(len(author_index))]
+    kwargs = dict(seed=seed, pool=8, stagger=True, draw=draw, lengths=lengths)
+    one = AuthorStreamBatches(author_index, chunk_index, per_process * processes,
+                              budget=budget and budget * processes, **kwargs)
+    ranks = [AuthorStreamBatches(author_index, chunk_index, per_process, num_replicas=processes, rank=r,
+                                 budget=budget, **kwargs) for r in range(processes)]
     for sampler in (one, *ranks):
         sampler.set_epoch(epoch)
     global_batches = list(one)
@@ -205,18 +210,29 @@ def test_processes_read_slices_of_the_one_process_global_batches(chunks_per_auth
         parts = [batches[step] for batches in per_rank]
         real = [row for part in parts for row in part if row >= 0]
         assert real == batch
+        size = per_process if budget is None else -(-len(batch) // processes)
         for r, part in enumerate(parts):
-            expected = batch[r * per_process: (r + 1) * per_process]
+            expected = batch[r * size: (r + 1) * size]
             assert part == (expected or [padding_index(batch[0])])
 
 
-def test_a_padding_row_has_no_label_and_no_author():
-    dataset = datasets.Dataset.from_dict({"input_ids": [[[5, 6, 7]], [[8, 9]]], "labels": [[[5, 6, 7]], [[8, 9]]],
-                                          "author_index": [0, 1], "chunk_index": [0, 0]})
-    rows = StreamRows(dataset)
-    assert rows[1] == dataset[1]
-    padding = rows[padding_index(1)]
-    assert padding["input_ids"] == [[8, 9]] and padding["labels"] == [[-100, -100]] and padding["author_index"] == -1
+@settings(max_examples=40, deadline=None)
+@given(chunks_per_author=st.lists(st.integers(1, 6), min_size=1, max_size=20), budget=st.integers(1, 80),
+       seed=st.integers(0, 5), draw=st.sampled_from(["uniform", "remaining"]))
+def test_a_token_budget_fills_steps_with_whole_chunks_each_author_in_order(chunks_per_author, budget, seed, draw):
+    author_index = [a for a, n in enumerate(chunks_per_author) for _ in range(n)]
+    chunk_index = [c for n in chunks_per_author for c in range(n)]
+    lengths = [(5 * row) % 17 + 3 for row in range(len(author_index))]
+    batches = list(AuthorStreamBatches(author_index, chunk_index, 2, seed=seed, pool=6, draw=draw, budget=budget,
+                                       lengths=lengths))
+    assert sorted(row for batch in batches for row in batch) == list(range(len(author_index)))
+    for batch in batches:
+        assert len(batch) == 1 or sum(lengths[r] for r in batch) <= budget
+        assert len({author_index[r] for r in batch}) == len(batch)
+    step_of = {row: step for step, batch in enumerate(batches) for row in batch}
+    for author in set(author_index):
+        steps = [step_of[r] for r, a in enumerate(author_index) if a == author]
+        assert steps == sorted(steps)  # an author's chunks in order
 
 
 def test_carrier_skips_padding_rows_and_round_trips_through_a_checkpoint(tmp_path):

@@ -382,6 +382,16 @@ def save_run_args(output_dir: str | Path, *parsed) -> Path:
     return path
 
 
+def record_effective_settings(output_dir: str | Path, part: str, settings: dict) -> Path:
+    """Add what `part` (a variant) ran with, where the script's defaults or the data decided it, to run_args.json,
+    under "effective"."""
+    path = Path(output_dir) / "run_args.json"
+    saved = json.loads(path.read_text())
+    saved.setdefault("effective", {})[part] = settings
+    path.write_text(json.dumps(saved, indent=2))
+    return path
+
+
 def explicitly_set(name: str, argv: list[str]) -> bool:
     """Whether the user gave `name` on the command line or in the YAML/JSON file (vs a script default)."""
     if is_run_file(argv):

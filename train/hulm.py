@@ -32,7 +32,9 @@ if __package__ in (None, ""):  # run as a script from a checkout: make the repos
 import train  # noqa: E402,F401  (first: it quiets a bitsandbytes import-time line)
 from transformers import TrainingArguments, set_seed  # noqa: E402
 
-from train.args import ArgumentError, DataArguments, HubArguments, ModelArguments, save_run_args  # noqa: E402
+from train.args import (  # noqa: E402
+    ArgumentError, DataArguments, HubArguments, ModelArguments, record_effective_settings, save_run_args,
+)
 from train.blocks import VARIANTS, BlockConfig, build_blocks  # noqa: E402
 from train.cli import TRAINING_DEFAULTS, resume_point, run_cli  # noqa: E402
 from train.data_setup import load_corpora  # noqa: E402
@@ -123,8 +125,27 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def tokens_per_step(hulm_args, data_args, authors_per_step: int, block_size: int) -> int:
-    """The tokens a recurrent step holds: every variant's batches are sized to hold about as many."""
+    """The tokens a recurrent step holds (padded): every variant's token budget per step."""
     return authors_per_step * (hulm_args.blocks_per_step or data_args.max_blocks or 8) * block_size
+
+
+def effective_settings(variant: str, stream: bool, hulm_args, data_args, args, step_tokens: int,
+                       block_size: int) -> dict:
+    """What a variant's training steps hold, as run (recorded in run_args.json beside the arguments asked for)."""
+    processes = args.world_size
+    if stream:
+        batches = (f"the next {hulm_args.blocks_per_step} block(s) of as many authors as fit in {step_tokens} real "
+                   f"tokens per process ({args.per_device_train_batch_size} authors when every block is full), drawn "
+                   f"from a pool of {hulm_args.author_pool or args.per_device_train_batch_size} open authors, states "
+                   "carried between steps")
+    else:
+        rows = {"recurrent": "whole authors (up to max_blocks blocks)", "in_context": "blocks of the author's messages",
+                "none": "single messages"}[variant]
+        batches = f"{rows}, rows of similar length together, at most {step_tokens} real tokens per process"
+    return {"batches": batches, "token_budget_per_process": step_tokens, "processes": processes,
+            "tokens_per_optimizer_step": step_tokens * processes * args.gradient_accumulation_steps,
+            "per_device_eval_batch_size": args.per_device_eval_batch_size, "block_size": block_size,
+            "max_blocks": data_args.max_blocks}
 
 
 def rows_per_step(dataset, tokens: int) -> int:
@@ -169,19 +190,17 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
             print(f"\n== {variant} ==\n{train_data.report}")
         args = copy.deepcopy(training_args)
         args.output_dir = str(output_dir / variant)
-        # Same tokens per step in every variant: a none / in_context batch holds as many tokens as a recurrent one.
+        # The same token budget per step in every variant: the padded size of a recurrent step.
         step_tokens = tokens_per_step(hulm_args, data_args, training_args.per_device_train_batch_size, block_size)
-        if variant != "recurrent":
-            # Rows of similar length share a batch: padded to the longest of ~36 random messages, a none step
-            # computed about 9x the tokens it holds (measured on the numpy commits + tweets, block 256).
-            if args.train_sampling_strategy == "random":
-                args.train_sampling_strategy = "group_by_length"
-            args.per_device_train_batch_size = rows_per_step(train_data.dataset, step_tokens)
+        stream = variant == "recurrent" and hulm_args.blocks_per_step > 0
+        if variant != "recurrent":  # evaluation only: rows that hold about as many tokens as a recurrent batch
             args.per_device_eval_batch_size = rows_per_step(
                 eval_data.dataset, tokens_per_step(hulm_args, data_args, training_args.per_device_eval_batch_size,
                                                    block_size))
+        if main_process:
+            record_effective_settings(output_dir, variant, effective_settings(
+                variant, stream, hulm_args, data_args, args, step_tokens, block_size))
         train_dataset, collator = train_data.dataset, train_data.collator()
-        stream = variant == "recurrent" and hulm_args.blocks_per_step > 0
         if stream:  # lanes = per_device_train_batch_size authors, blocks_per_step blocks each
             train_dataset, collator = chunk_authors(train_dataset, hulm_args.blocks_per_step), StreamCollator(collator)
         model = load_model(model_args, config, gradient_checkpointing=training_args.gradient_checkpointing)
@@ -192,6 +211,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
             data_collator=collator, processing_class=tokenizer, state_lr_scale=model_args.state_lr_scale,
             stream_authors=stream, author_pool=hulm_args.author_pool, stagger_authors=hulm_args.stagger_authors,
             learn_recurrence=hulm_args.learn_recurrence, author_draw=hulm_args.author_draw,
+            token_budget=step_tokens,
         )
         trainer.train(resume_from_checkpoint=resume_point(training_args.resume_from_checkpoint, Path(args.output_dir)))
         if main_process:

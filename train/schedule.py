@@ -30,8 +30,9 @@ from collections import defaultdict
 
 import datasets
 import torch
-from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
+
+from train.batches import padding_index
 
 STREAM_COLUMNS = ("author_index", "chunk_index")
 AUTHOR_DRAWS = ("uniform", "remaining")
@@ -58,7 +59,8 @@ def chunk_authors(dataset: datasets.Dataset, blocks_per_step: int) -> datasets.D
 
 
 class AuthorStreamBatches(Sampler):
-    """Batches of dataset indices, each holding the next chunk of up to `batch_size` different authors.
+    """Batches of dataset indices, each holding the next chunk of up to `batch_size` different authors (with a token
+    `budget`: of as many authors as the budget holds, counting the chunks' real tokens).
 
     `pool` authors are open at a time (at least `batch_size`); every step advances `batch_size` of them, drawn at
     random (`draw`: "uniform", or "remaining": in proportion to their remaining chunks), and an author that ends is
@@ -70,13 +72,17 @@ class AuthorStreamBatches(Sampler):
 
     def __init__(self, author_index: list[int], chunk_index: list[int], batch_size: int, seed: int = 0,
                  pool: int | None = None, stagger: bool = False, draw: str = "uniform", num_replicas: int = 1,
-                 rank: int = 0):
+                 rank: int = 0, budget: int | None = None, lengths: list[int] | None = None):
         if draw not in AUTHOR_DRAWS:
             raise ValueError(f"draw={draw!r} is unknown: choose one of {', '.join(AUTHOR_DRAWS)}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not one of {num_replicas} processes")
-        # batch_size is per process; the draw is over the global batch, the same in every process
-        self.per_process, self.rank = batch_size, rank
+        if budget is not None and (lengths is None or budget < 1):
+            raise ValueError("a token budget needs the chunks' lengths and must be at least 1")
+        # batch_size and budget are per process; the draw is over the global batch, the same in every process
+        self.per_process, self.rank, self.num_replicas = batch_size, rank, num_replicas
+        self.budget = None if budget is None else budget * num_replicas
+        self.lengths = lengths
         batch_size *= num_replicas
         self.batch_size, self.seed, self.epoch, self.draw = batch_size, seed, 0, draw
         self.pool = max(batch_size, pool or batch_size)
@@ -111,53 +117,44 @@ class AuthorStreamBatches(Sampler):
             open_lanes = [lane for lane in lanes if lane]
             if not open_lanes:
                 return batches
-            if len(open_lanes) > self.batch_size:
-                open_lanes = self._draw(rng, open_lanes)
+            if self.budget is not None:
+                open_lanes = self._fill(self._draw(rng, open_lanes, len(open_lanes)))
+            elif len(open_lanes) > self.batch_size:
+                open_lanes = self._draw(rng, open_lanes, self.batch_size)
             batches.append([lane.pop(0) for lane in open_lanes])
 
-    def _draw(self, rng: random.Random, open_lanes: list[list[int]]) -> list[list[int]]:
+    def _draw(self, rng: random.Random, open_lanes: list[list[int]], k: int) -> list[list[int]]:
+        """k of the open lanes, in the order drawn."""
         if self.draw == "uniform":
-            return rng.sample(open_lanes, self.batch_size)
+            return rng.sample(open_lanes, k)
         # "remaining": without replacement, each lane with probability proportional to its remaining chunks
         # (Efraimidis-Spirakis keys u^(1/w)); with a pool of all authors the epoch is then a uniformly random
         # interleaving of the authors' chunk sequences, so prolific authors do not fill the epoch's last steps alone.
         keys = [rng.random() ** (1.0 / len(lane)) for lane in open_lanes]
-        order = sorted(range(len(open_lanes)), key=keys.__getitem__, reverse=True)[: self.batch_size]
-        return [open_lanes[i] for i in sorted(order)]
+        order = sorted(range(len(open_lanes)), key=keys.__getitem__, reverse=True)[:k]
+        return [open_lanes[i] for i in (order if self.budget is not None else sorted(order))]
+
+    def _fill(self, ranked: list[list[int]]) -> list[list[int]]:
+        """The drawn lanes, in draw order, while their next chunks' real tokens fit the budget (at least one lane;
+        stopping at the first that does not fit, so that short chunks are not favoured)."""
+        chosen, tokens = [], 0
+        for lane in ranked:
+            tokens += self.lengths[lane[0]]
+            if chosen and tokens > self.budget:
+                break
+            chosen.append(lane)
+        return chosen
 
     def __iter__(self):
         """This process's slice of every global batch. A process whose slice is empty (the epoch's last steps can
         have fewer authors than processes) gets a padding row (`padding_index`), so that every process steps."""
-        start = self.rank * self.per_process
         for batch in self._batches():
-            yield batch[start : start + self.per_process] or [padding_index(batch[0])]
+            size = self.per_process if self.budget is None else -(-len(batch) // self.num_replicas)
+            start = self.rank * size
+            yield batch[start : start + size] or [padding_index(batch[0])]
 
     def __len__(self) -> int:
         return len(self._batches())
-
-
-def padding_index(row: int) -> int:
-    """The index `StreamRows` reads as a padding copy of `row` (negative, so never a real row)."""
-    return -1 - row
-
-
-class StreamRows(TorchDataset):
-    """The chunked dataset by index, where a negative index (`padding_index`) is a copy of a row with no label and no
-    author: it runs through the model like any row and adds nothing to the loss or to the carried states."""
-
-    def __init__(self, dataset: datasets.Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        if index >= 0:
-            return self.dataset[index]
-        row = dict(self.dataset[-1 - index])
-        row["labels"] = [[-100] * len(block) for block in row["labels"]]
-        row["author_index"] = -1
-        return row
 
 
 class StreamCollator:

@@ -8,6 +8,9 @@
   pool of open authors, each reading its chunks in order, each chunk starting from the state the author's last one
   ended with (with `learn_recurrence`: that state recomputed in the step, so the recurrence gets a gradient); with
   many processes the states are exchanged after every step.
+- get_train_dataloader with `token_budget`: steps of at most that many real tokens per process; the streaming
+  schedule takes as many authors' next chunks as fit, the other variants and schedules rows of similar length
+  (train/batches.py).
 - train / _save_checkpoint, streaming only: a checkpoint holds the carried states, and a resumed run continues
   from them (the sampler replays its position from the seed, the epoch and the step).
 - prediction_step: message-level predictions inside a timeline come back as one row per labelled message, so
@@ -23,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from train.qlora import FULLY_TRAINED_MODULES
-from train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier, StreamRows
+from train.batches import EpochBatchesLoader, PaddedRows, TokenBudgetBatches
+from train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier
 
 # In every checkpoint of a streaming run: each author's carried state (train/schedule.py, StateCarrier.state_dict).
 CARRIED_STATES_NAME = "carried_author_states.pt"
@@ -39,20 +42,13 @@ STATE_OUTPUTS = ("author_states", "final_author_state", "block_mask", "block_sum
                  "hidden_states", "attentions", *DIAGNOSTICS)
 
 
-class EpochBatchesLoader(DataLoader):
-    """A DataLoader whose batch sampler draws each epoch's order from the seed and the epoch. The Trainer tells the
-    loader it iterates which epoch starts (accelerate's loaders take set_epoch; a plain DataLoader does not, and
-    without this every epoch replayed the first one's order)."""
-
-    def set_epoch(self, epoch: int) -> None:
-        self.batch_sampler.set_epoch(epoch)
-
-
 class HuLMTrainer(Trainer):
     def __init__(self, *args, state_lr_scale: float = 1.0, report_perplexity: bool = True,
                  stream_authors: bool = False, author_pool: int = 0, stagger_authors: bool = False,
-                 learn_recurrence: bool = False, author_draw: str = "uniform", **kwargs):
+                 learn_recurrence: bool = False, author_draw: str = "uniform", token_budget: int | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.token_budget = token_budget
         self.state_lr_scale = state_lr_scale
         self.report_perplexity = report_perplexity
         self.stream_authors, self.author_pool, self.stagger_authors = stream_authors, author_pool, stagger_authors
@@ -84,16 +80,24 @@ class HuLMTrainer(Trainer):
         return self.optimizer
 
     def get_train_dataloader(self):
+        if self.token_budget and not self.stream_authors:
+            batches = TokenBudgetBatches(self.train_dataset["length"], self.token_budget, seed=self.args.seed,
+                                         num_replicas=self.args.world_size, rank=self.args.process_index)
+            return EpochBatchesLoader(PaddedRows(self.train_dataset), batch_sampler=batches,
+                                      collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
+                                      pin_memory=self.args.dataloader_pin_memory)
         if not self.stream_authors:
             return super().get_train_dataloader()
         dataset = self.train_dataset
         batches = AuthorStreamBatches(dataset["author_index"], dataset["chunk_index"],
                                       self.args.per_device_train_batch_size, seed=self.args.seed,
                                       pool=self.author_pool, stagger=self.stagger_authors, draw=self.author_draw,
-                                      num_replicas=self.args.world_size, rank=self.args.process_index)
+                                      num_replicas=self.args.world_size, rank=self.args.process_index,
+                                      budget=self.token_budget,
+                                      lengths=dataset["length"] if self.token_budget else None)
         # The order is the schedule: every process draws the same global batches and reads its own slice of each
         # (train/schedule.py), so the loader is neither shuffled nor sharded by accelerate.
-        return EpochBatchesLoader(StreamRows(dataset), batch_sampler=batches, collate_fn=self.data_collator,
+        return EpochBatchesLoader(PaddedRows(dataset), batch_sampler=batches, collate_fn=self.data_collator,
                                   num_workers=self.args.dataloader_num_workers,
                                   pin_memory=self.args.dataloader_pin_memory)
 
