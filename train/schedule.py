@@ -186,6 +186,27 @@ class StateCarrier:
         self.learn_recurrence = learn_recurrence
         # author -> (state, None): start from this state; (state_before, summary): start from advance(them)
         self.states: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._next: tuple[torch.Tensor, torch.Tensor] | None = None  # the authors and chunks of the next forward
+        self._attached_to = None
+        self.entered: torch.Tensor | None = None  # the states the last chunks started from
+
+    def attach(self, hullama_model: torch.nn.Module) -> None:
+        """Compute `entering` inside `hullama_model`'s forward (a pre-hook filling its `author_state`), for the chunks
+        named by `next_chunks`: there FSDP has gathered the author-state module's weights, and the learned initial
+        state and the re-run recurrence step get their gradients as any weight does."""
+        if self._attached_to is not hullama_model:
+            hullama_model.register_forward_pre_hook(self._enter, with_kwargs=True)
+            self._attached_to = hullama_model
+
+    def next_chunks(self, authors: torch.Tensor, chunks: torch.Tensor) -> None:
+        self._next = (authors, chunks)
+
+    def _enter(self, module, args, kwargs):
+        if self._next is None:  # a forward outside the streaming steps (evaluation)
+            return None
+        (authors, chunks), self._next = self._next, None
+        kwargs["author_state"] = self.entered = self.entering(module.author_state, authors, chunks)
+        return args, kwargs
 
     def entering(self, state_module, authors: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
         initial = state_module.initial_states(len(authors))  # learned: first chunks train U0

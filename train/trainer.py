@@ -131,12 +131,12 @@ class HuLMTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         stream = {name: inputs.pop(name) for name in STREAM_COLUMNS if name in inputs}
-        if stream:
-            inputs["author_state"] = self._carrier.entering(_state_module(model), stream["author_index"],
-                                                            stream["chunk_index"])
+        if stream:  # each chunk starts from its author's carried state, computed inside the forward
+            self._carrier.attach(_hullama_model(model))
+            self._carrier.next_chunks(stream["author_index"], stream["chunk_index"])
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if stream:
-            self._carrier.keep(stream["author_index"], inputs["author_state"], outputs,
+            self._carrier.keep(stream["author_index"], self._carrier.entered, outputs,
                                exchange=self._exchange_states if self.args.world_size > 1 else None)
         if model.training:
             for name in DIAGNOSTICS:
@@ -166,12 +166,12 @@ class HuLMTrainer(Trainer):
         return loss, logits[labelled], labels[labelled]
 
 
-def _state_module(model):
-    """The author-state module inside a (DDP-, peft-) wrapped HuLlama."""
+def _hullama_model(model):
+    """The HuLlamaModel inside a (DDP-, FSDP-, peft-) wrapped HuLlama."""
     inner = getattr(model, "module", model)
     if hasattr(inner, "get_base_model"):
         inner = inner.get_base_model()
-    return inner.base_model.author_state
+    return inner.base_model
 
 
 def classification_metrics(id2label: dict | None, regression: bool):
