@@ -5,8 +5,8 @@
 
 Runs train/hulm.py on the embedded synthetic corpus with the main job's model (from scratch), `--steps` optimizer
 steps of the recurrent variant, twice: one process with the global batch (2 x --per-process authors a step), and two
-processes (torch.distributed, gloo) with --per-process each, so that both read the same batches. Prints the real
-tokens trained per second of each (the Trainer's non-padding token count over its train_runtime) and their ratio.
+processes (torch.distributed, gloo) with --per-process each, so that both read the same batches. Prints the input
+tokens trained per second of each (the Trainer's count, padding included, over its train_runtime) and their ratio.
 No evaluation, no checkpoints; nothing is downloaded.
 """
 
@@ -30,7 +30,7 @@ def run(processes: int, per_process: int, steps: int, out: Path) -> dict:
         extra = ["--ddp_backend", "gloo"]
     command = [*launch, str(ROOT / "train" / "hulm.py"), "--variants", "recurrent", "--max_steps", str(steps),
                "--per_device_train_batch_size", str(per_process), "--eval_strategy", "no", "--save_strategy", "no",
-               "--include_num_input_tokens_seen", "non_padding", "--logging_steps", str(steps), "--output_dir",
+               "--include_num_input_tokens_seen", "true", "--logging_steps", str(steps), "--output_dir",
                str(out), *extra]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           stdin=subprocess.DEVNULL)
@@ -52,7 +52,7 @@ def main() -> None:
         two = run(2, args.per_process, args.steps, Path(tmp) / "two")
     print(f"{args.steps} steps of the default recipe, global batch {2 * args.per_process} authors x 1 block")
     for name, r in (("1 process ", one), ("2 processes", two)):
-        print(f"  {name}: {r['tokens']:,.0f} real tokens in {r['runtime']:.1f} s = {r['tokens_per_second']:,.0f} tokens/s")
+        print(f"  {name}: {r['tokens']:,.0f} input tokens in {r['runtime']:.1f} s = {r['tokens_per_second']:,.0f} tokens/s")
     print(f"  ratio (2 / 1): {two['tokens_per_second'] / one['tokens_per_second']:.2f}x "
           f"(same tokens: {one['tokens'] == two['tokens']})")
 
