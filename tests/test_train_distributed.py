@@ -1,5 +1,6 @@
-"""Two CPU processes (torch.distributed with gloo) train the default job like one process with the same global
-batch: same samples per step, gradients averaged, so the same weights within float tolerance."""
+"""Two CPU processes (torchrun, gloo: the README's command) train the default job (the streaming schedule, states
+exchanged between the processes) like one process with the same global batch: the same chunks per step, gradients
+averaged over the global batch's tokens, so the same weights within float tolerance."""
 
 import json
 import os
@@ -38,3 +39,18 @@ def test_two_processes_match_one(tmp_path):
     ppl = [json.loads((tmp_path / run / "results.json").read_text())["variants"]["recurrent"]["perplexity"]
            for run in ("one", "two")]
     assert abs(ppl[0] - ppl[1]) / ppl[0] < 1e-3
+
+
+def test_the_accelerate_configs_the_readme_names_load():
+    """Every config in train/accelerate is one accelerate reads, for the setup its name says, and the README gives its
+    launch command (they need GPUs to run; their parse is what runs here)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    readme = (ROOT / "README.md").read_text()
+    expected = {"ddp.yaml": ("MULTI_GPU", 1), "fsdp_qlora.yaml": ("FSDP", 1), "multi_node.yaml": ("MULTI_GPU", 2)}
+    configs = sorted(p.name for p in (ROOT / "train" / "accelerate").glob("*.yaml"))
+    assert configs == sorted(expected)
+    for name, (kind, machines) in expected.items():
+        config = load_config_from_file(str(ROOT / "train" / "accelerate" / name))
+        assert (config.distributed_type.value, config.num_machines) == (kind, machines)
+        assert f"accelerate launch --config_file train/accelerate/{name}" in readme
