@@ -44,19 +44,14 @@ class HuLlamaConfig(LlamaConfig):
     extract_layer (`int`, *optional*):
         Index of the decoder layer whose output is pooled into the block summary that updates the state.
         Defaults to the layer just below `insert_layer` (15 of 32). With the extraction below the insertion, the
-        layers up to the extraction do not depend on the state, so all blocks run in one batch: a QLoRA step on an
-        8B-shaped Llama ran at 1.00x Llama's speed, against 0.66x with HaRT's layout (insert at 1/6 of the depth,
-        extract at the second-to-last layer), which any two layers can still reproduce.
+        layers up to the extraction do not depend on the state, so all blocks run in one batch; with it above (HaRT's
+        layout: insert at 1/6 of the depth, extract at the second-to-last layer) the blocks run one after another.
     state_size (`int`, *optional*):
         Size of the author state. Defaults to `hidden_size`.
     state_pooling (`str`, defaults to `"last"`):
-        How a block is summarised: `"last"` real token or `"mean"` over real tokens. The state study's runs in blocks
-        of 32 used the mean; on the main job (synthetic authors, blocks of 128) the mean left the state unused
-        (zeroing it changed nothing) where the last token's state cost 6.2 % when zeroed, so the default stays.
+        How a block is summarised: `"last"` real token or `"mean"` over real tokens.
     state_mechanism (`str`, defaults to `"gate"`):
-        How the state enters `insert_layer`; each adds exactly nothing at initialisation (Llama parity). The
-        default is the mechanism the state study found the state to matter most through (README: zeroing its state
-        cost 11 to 16 % perplexity on the tweets in blocks of 32, against at most 0.4 % for the others):
+        How the state enters `insert_layer`; each adds exactly nothing at initialisation (Llama parity):
         - `"query"`: a zero-initialised projection of the state added to the pretrained attention query,
           `q = q_proj(x) + W_q U` (W_q = 0).
         - `"gate"`: a tanh-gated residual path (Flamingo-style) into the layer's input,
@@ -69,16 +64,14 @@ class HuLlamaConfig(LlamaConfig):
         Number of memory slots the state is projected into (`state_mechanism="memory"` only).
     normalize_extracted_state (`bool`, defaults to `True`):
         RMS-normalise the block summary before the recurrence, so that Llama's large residual stream does not
-        saturate the tanh (measured in the pilot: without it |U| was 1.0 from the first steps).
+        saturate the tanh.
     normalize_injected_state (`bool`, defaults to `False`):
         RMS-normalise the state (learned scale, starting at 1) before it is injected, so that the size of the
         injection does not depend on how saturated U is.
     normalize_state_update (`bool`, defaults to `True`):
         RMS-normalise the recurrence's tanh input (learned scale, starting at 1):
         `U_k = tanh(RMSNorm(W_u U_{k-1} + W_h RMSNorm(h_k)))`, so that growing recurrence weights cannot saturate
-        the state. Measured (README, the state study): a recurrence trained with Adam saturated within a fifth of
-        an epoch (mean |U| 1.000) and carried nothing; normalised, it stayed at 0.6 and the state study's criterion
-        was met. Configurations saved before this field existed computed without it: they need `false`.
+        the state. Configurations saved before this field existed computed without it: they need `false`.
     state_init_scale (`float`, defaults to 1.0):
         Initialisation of the recurrence: the weights of `state_to_state` and `summary_to_state` are drawn with
         std `state_init_scale / sqrt(fan_in)` (biases zero). With a normalised summary (RMS 1) each term of the

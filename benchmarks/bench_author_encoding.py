@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
-
-from configuration_hullama import HuLlamaConfig  # noqa: E402
-from modeling_hullama import HuLlamaModel  # noqa: E402
+from configuration_hullama import HuLlamaConfig
+from modeling_hullama import HuLlamaModel
 
 SHAPES = {
     # train/hulm.py's from-scratch model (hidden 256, 4 layers, 4 heads): insert 2, extract 1
@@ -63,10 +59,10 @@ def measure(shape: str, authors: int, blocks: int, block_size: int, repeats: int
 def measure_handler(authors: int, messages: int, repeats: int) -> dict:
     """The handler's task "state" on the CPU default model: one request of `authors` authors against as many
     one-author requests (states compared)."""
-    from hub_card.handler import EndpointHandler
+    from hullama.hub_card.handler import EndpointHandler
     from modeling_hullama import HuLlamaForCausalLM
-    from train.synthetic import synthetic_corpus
-    from train.tokenizer import train_byte_bpe
+    from hullama.data.synthetic import synthetic_corpus
+    from hullama.data.tokenizer import train_byte_bpe
 
     frame = synthetic_corpus(authors, messages, seed=0)
     tokenizer = train_byte_bpe(frame["message"].tolist(), vocab_size=1024)

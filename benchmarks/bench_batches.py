@@ -12,18 +12,16 @@ step (mean, 5th and 95th percentile, max / mean) and the steps per epoch. No mod
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without installing
-from train.batches import TokenBudgetBatches  # noqa: E402
-from train.blocks import BlockConfig, build_blocks  # noqa: E402
-from train.corpus import load_corpus  # noqa: E402
-from train.schedule import AuthorStreamBatches, chunk_authors  # noqa: E402
-from train.tokenizer import train_byte_bpe  # noqa: E402
+from hullama.train.batches import TokenBudgetBatches
+from hullama.data.blocks import BlockConfig, build_blocks
+from hullama.data.corpus import load_corpus
+from hullama.train.schedule import AuthorStreamBatches, chunk_authors
+from hullama.data.tokenizer import train_byte_bpe
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "commits" / "numpy_train.jsonl"
 

@@ -12,18 +12,16 @@ cache files, and the padding fraction of collated batches (dataset order and len
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without installing
-from train.blocks import VARIANTS, build_blocks  # noqa: E402
-from train.collator import padding_fraction  # noqa: E402
-from train.corpus import load_corpus  # noqa: E402
-from train.tokenizer import train_byte_bpe  # noqa: E402
+from hullama.data.blocks import VARIANTS, build_blocks
+from hullama.data.collator import padding_fraction
+from hullama.data.corpus import load_corpus
+from hullama.data.tokenizer import train_byte_bpe
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "commits"
 

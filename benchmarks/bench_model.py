@@ -14,15 +14,11 @@ resident memory over one step, each (model, K) measured in a fresh subprocess so
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from side_by_side import HEADER, compare_row, median_seconds, peak_of_step  # noqa: E402
+from side_by_side import HEADER, compare_row, median_seconds, peak_of_step
 
 
 def _config(args):
@@ -36,7 +32,6 @@ def _config(args):
         num_attention_heads=max(1, args.hidden // 64),
         max_position_embeddings=args.block,
     )
-
 
 
 def measure(args, kind: str, blocks: int) -> dict:

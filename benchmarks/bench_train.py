@@ -16,15 +16,11 @@ process's peak resident memory over the first step, each (model, quantization) i
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from side_by_side import HEADER, compare_row, median_seconds, peak_of_step  # noqa: E402
+from side_by_side import HEADER, compare_row, median_seconds, peak_of_step
 
 SHAPES = {
     "small": dict(vocab_size=8192, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
@@ -50,14 +46,13 @@ def save_random_base(shape: str, folder: Path, device: str) -> Path:
     return folder
 
 
-
 def measure(args, kind: str, quantization: str) -> dict:
     """One (model, quantization): load, then peak memory of the first step and the median time of the next."""
     import peft
     from transformers import LlamaForCausalLM
 
-    from train.args import ModelArguments
-    from train.qlora import hullama_config, load_model, lora_config, quantization_config, resolve_compute_dtype
+    from hullama.train.args import ModelArguments
+    from hullama.train.qlora import hullama_config, load_model, lora_config, quantization_config, resolve_compute_dtype
 
     torch.manual_seed(0)
     device = torch.device(args.device)

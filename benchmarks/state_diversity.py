@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-if __package__ in (None, ""):  # run as a script from a checkout: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eval.features import _batches, load_model, model_parts, recurrent_chunks  # noqa: E402
-from eval.perplexity import load_eval_corpus  # noqa: E402
-from train.blocks import build_blocks  # noqa: E402
+from hullama.eval.features import _batches, load_model, model_parts, recurrent_chunks
+from hullama.eval.perplexity import load_eval_corpus
+from hullama.data.blocks import build_blocks
 
 
 def author_r2(vectors: np.ndarray, authors: np.ndarray) -> float:

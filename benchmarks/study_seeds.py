@@ -13,20 +13,17 @@ run's interval (over authors only) does not show.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from a checkout: make the repository importable
-    sys.path.insert(0, str(ROOT))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
+import argparse
+import json
+import math
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from eval.perplexity import paired_bootstrap  # noqa: E402
+from hullama.eval.perplexity import paired_bootstrap
 
 TOKEN_COLUMNS = ("author", "position", "token", "block")
 

@@ -65,25 +65,23 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from a checkout: make the repository importable
-    sys.path.insert(0, str(ROOT))
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import hashlib  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, replace  # noqa: E402
+import argparse
+import gc
+import hashlib
+import itertools
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, replace
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from train.args import OneLineArgumentParser  # noqa: E402
+from hullama.command_line import OneLineArgumentParser
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "commits"
 LAYOUTS = ("default", "low-extract")
@@ -241,7 +239,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     bad = [m for m in args.mechanisms if m not in STATE_MECHANISMS]
     if bad:
         parser.error(f"--mechanisms: {', '.join(bad)} unknown; choose from {', '.join(STATE_MECHANISMS)}")
-    from train.schedule import AUTHOR_DRAWS
+    from hullama.train.schedule import AUTHOR_DRAWS
 
     bad = [x for x in args.author_draw if x not in AUTHOR_DRAWS]
     if bad:
@@ -290,7 +288,7 @@ def prepare_data(args, out: Path) -> tuple[Path, Path, str]:
             if not path.exists():
                 raise StudyError(f"{flag} {path}: no such file (without ../shared/data, use --data synthetic)")
         return train, test, f"train {train}, test {test}"
-    from train.synthetic import synthetic_corpus
+    from hullama.data.synthetic import synthetic_corpus
 
     frame = synthetic_corpus(args.synthetic_authors, args.synthetic_messages, seed=args.seed)
     authors = np.array(sorted(frame["user_id"].astype(str).unique()))
@@ -323,8 +321,8 @@ def shared_tokenizer(args, train_file: Path, out: Path) -> Path | None:
     wanted = {"train_sha256": _sha256(train_file), "vocab_size": args.vocab_size}
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return folder
-    from train.corpus import load_corpus
-    from train.tokenizer import train_byte_bpe
+    from hullama.data.corpus import load_corpus
+    from hullama.data.tokenizer import train_byte_bpe
 
     corpus = load_corpus(str(train_file), task="lm")
     tokenizer = train_byte_bpe(corpus.frame["message"].tolist(), vocab_size=args.vocab_size)
@@ -436,7 +434,7 @@ def _describe_change(old: dict, new: dict) -> str:
 
 def train_run(run: Run, argv: list[str], run_dir: Path, fingerprint: dict, retrain: str) -> dict:
     """Train one run with train.hulm.main, or reuse it (module docstring). Returns its record."""
-    from train import hulm
+    from hullama.train import hulm
 
     record_path = run_dir / "study_run.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
@@ -476,7 +474,7 @@ def _free_memory() -> None:
 
 def training_log(model_dir: Path) -> dict:
     """Steps, epochs, tokens seen and the last logged state diagnostics, from the final checkpoint's trainer state."""
-    from train.cli import last_complete_checkpoint
+    from hullama.train.cli import last_complete_checkpoint
 
     checkpoint = last_complete_checkpoint(model_dir)
     if checkpoint is None:
@@ -505,7 +503,7 @@ def training_tokens(run: Run, run_dir: Path, train_corpus, args, memo: dict) -> 
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from train.blocks import IGNORE_INDEX, BlockConfig, build_blocks
+    from hullama.data.blocks import IGNORE_INDEX, BlockConfig, build_blocks
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # AutoTokenizer also reads the folder's HuLlama config.json and warns
@@ -528,14 +526,14 @@ def training_tokens(run: Run, run_dir: Path, train_corpus, args, memo: dict) -> 
 
 
 def scoring_device(args) -> str:
-    from eval.features import default_device
+    from hullama.eval.features import default_device
 
     return default_device() if args.device == "auto" else args.device
 
 
 def load_trained(model_dir: Path, args):
     """A trained run's model and tokenizer: a full HuLlama, or an adapter on its HuLlama base (peft)."""
-    from eval.features import load_model
+    from hullama.eval.features import load_model
 
     adapter_config = model_dir / "adapter_config.json"
     if adapter_config.is_file():
@@ -549,8 +547,8 @@ def heldout_diagnostics(model, tokenizer, corpus, *, block_size: int, max_blocks
     """Mean |U| (over the states after real blocks) and injection norm (over real tokens) on the held-out authors."""
     import torch
 
-    from eval.features import model_parts, recurrent_chunks
-    from train.blocks import build_blocks
+    from hullama.eval.features import model_parts, recurrent_chunks
+    from hullama.data.blocks import build_blocks
 
     parts = model_parts(model)
     data = build_blocks(corpus, tokenizer, variant="recurrent", task="lm", block_size=block_size,
@@ -578,7 +576,7 @@ def heldout_diagnostics(model, tokenizer, corpus, *, block_size: int, max_blocks
 
 
 def _rename(variant: str, run: Run) -> str:
-    from eval.perplexity import ZEROED
+    from hullama.eval.perplexity import ZEROED
 
     if run.variant != "recurrent":
         return variant
@@ -587,7 +585,7 @@ def _rename(variant: str, run: Run) -> str:
 
 def score_run(run: Run, run_dir: Path, held_out, args, key: dict):
     """(TokenScores with the report's variant names, held-out diagnostics), cached in the run folder."""
-    from eval.perplexity import TokenScores, score_variants
+    from hullama.eval.perplexity import TokenScores, score_variants
 
     npz, meta_path = run_dir / "study_scores.npz", run_dir / "study_scores.json"
     if npz.is_file() and meta_path.is_file():
@@ -629,7 +627,7 @@ def _eval_max_blocks(args) -> int | None:
 
 def merge_scores(scores: list):
     """One TokenScores over every run's variants, after checking they all predicted the same tokens."""
-    from eval.perplexity import check_same_tokens
+    from hullama.eval.perplexity import check_same_tokens
 
     names = [name for s in scores for name in s.nll]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -674,7 +672,7 @@ def _ppl(report_variants: dict, name: str) -> dict:
 
 def mechanism_rows(runs: list[Run], records: dict, diagnostics: dict, merged, summary: dict, args) -> list[dict]:
     """Per recurrent run: the table row, the two blocks-2+ comparisons and the issue's criterion."""
-    from eval.perplexity import paired_bootstrap
+    from hullama.eval.perplexity import paired_bootstrap
 
     later = merged.block >= 1
     rows = []
@@ -773,9 +771,9 @@ def format_markdown(study: dict) -> str:
 
 
 def run_study(args) -> dict:
-    from eval.perplexity import summarize
-    from train.args import DataArguments
-    from train.data_setup import load_corpora
+    from hullama.eval.perplexity import summarize
+    from hullama.train.args import DataArguments
+    from hullama.train.data_setup import load_corpora
 
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -894,7 +892,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
-    from train.cli import USER_ERRORS
+    from hullama.train.cli import USER_ERRORS
 
     try:
         return run_study(args)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # the modeling file and train/ are top-level modules of the checkout
-    sys.path.insert(0, str(REPO_ROOT))
-
-from train.blocks import IGNORE_INDEX, build_blocks  # noqa: E402
-from train.corpus import Corpus  # noqa: E402
+from hullama.data.blocks import IGNORE_INDEX, build_blocks
+from hullama.data.corpus import Corpus
 
 MESSAGE_CONTEXTS = ("auto", "recurrent", "in_context", "none")
 AUTHOR_SOURCES = ("auto", "state", "messages", "state+messages")

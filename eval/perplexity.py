@@ -20,7 +20,7 @@ authors with replacement; perplexity = exp(summed NLL / tokens) of the resample)
 blocks 2+ (where the state can matter).
 
 Python:
-    from eval.perplexity import evaluate_perplexity, format_results
+    from hullama.eval.perplexity import evaluate_perplexity, format_results
     results = evaluate_perplexity(model, tokenizer, corpus, block_size=256, max_blocks=8, batch_size=4)
     print(format_results(results))
 
@@ -37,30 +37,24 @@ Command line (from the repository root; writes perplexity.json and perplexity.pn
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: make the repository root importable
-    _ROOT = str(Path(__file__).resolve().parents[1])
-    if _ROOT not in sys.path:
-        sys.path.insert(0, _ROOT)
+import argparse
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass, replace  # noqa: E402
-from typing import Any  # noqa: E402
+import datasets
+import numpy as np
+import torch
 
-import datasets  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from eval.features import ModelParts, model_parts, recurrent_chunks  # noqa: E402
-from train.blocks import IGNORE_INDEX, VARIANTS, build_blocks  # noqa: E402
-from train.args import OneLineArgumentParser, check_common_args  # noqa: E402
-from train.corpus import Corpus  # noqa: E402
+from hullama.eval.features import ModelParts, model_parts, recurrent_chunks
+from hullama.data.blocks import IGNORE_INDEX, VARIANTS, build_blocks
+from hullama.command_line import OneLineArgumentParser, check_common_args
+from hullama.data.corpus import Corpus
 
 ZEROED = "recurrent_zeroed_state"
 ALL_VARIANTS = (*VARIANTS, ZEROED)
@@ -323,7 +317,7 @@ def paired_bootstrap(nll_a: np.ndarray, nll_b: np.ndarray, author: np.ndarray, *
 def summarize(scores: TokenScores, *, history_buckets: Sequence[int] = DEFAULT_HISTORY_BUCKETS,
               bootstrap_samples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The JSON-ready report of `evaluate_perplexity` (format in its docstring)."""
-    from eval.metrics import load_metric
+    from hullama.eval.metrics import load_metric
 
     edges = sorted(set(history_buckets) | {0})
     metric = load_metric("perplexity_from_loss")
@@ -477,8 +471,8 @@ def perplexity_figure(results: dict[str, Any]):
 
 def synthetic_heldout() -> Corpus:
     """The embedded synthetic corpus's held-out split (see the module docstring)."""
-    from train.corpus import load_corpus, split_by_author
-    from train.synthetic import synthetic_corpus
+    from hullama.data.corpus import load_corpus, split_by_author
+    from hullama.data.synthetic import synthetic_corpus
 
     frame = synthetic_corpus(seed=0)
     corpus = load_corpus(frame[["user_id", "message_id", "timestamp", "message"]])
@@ -531,7 +525,7 @@ def load_eval_corpus(data: str, split: str = "test", max_authors: int | None = N
                      dataset_name: str | None = None, dataset_config_name: str | None = None) -> Corpus:
     """--data (or --dataset_name) resolved to a Corpus (raises FileNotFoundError / ValueError with one-line
     messages)."""
-    from train.corpus import CorpusError, NamedDataset, load_corpus
+    from hullama.data.corpus import CorpusError, NamedDataset, load_corpus
 
     if dataset_name:
         if data != "synthetic":
@@ -576,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                   args.dataset_config_name)
     except (FileNotFoundError, ValueError) as e:
         parser.error(str(e))
-    from eval.features import load_model
+    from hullama.eval.features import load_model
 
     try:
         model, tokenizer = load_model(args.model, adapter=args.adapter, tokenizer=args.tokenizer,

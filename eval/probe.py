@@ -12,7 +12,7 @@ metric) or a ridge regression (regression; alpha chosen on dev), fitted on train
 Metrics are the repository's evaluate modules (eval/metrics): weighted F1, Pearson r.
 
 Python:
-    from eval.probe import probe_tasks, format_table
+    from hullama.eval.probe import probe_tasks, format_table
     results = probe_tasks({"llama": (llama, tok), "hulm": (hullama, tok)}, ["stance_abortion", "commit_region"])
     print(format_table(results))
 
@@ -29,29 +29,23 @@ Per-model options (--adapter, --as_hullama, --name) are given once for all model
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: make the repository root importable
-    _ROOT = str(Path(__file__).resolve().parents[1])
-    if _ROOT not in sys.path:
-        sys.path.insert(0, _ROOT)
+import argparse
+import json
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from typing import Any  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from eval.features import AUTHOR_SOURCES, MESSAGE_CONTEXTS, Features, author_features, message_features, model_parts  # noqa: E402
-from eval.tasks import SPLITS, TASK_NAMES, TaskSpec, get_task, load_task  # noqa: E402
-from train.args import OneLineArgumentParser, check_common_args  # noqa: E402
-from train.corpus import Corpus  # noqa: E402
+from hullama.eval.features import AUTHOR_SOURCES, MESSAGE_CONTEXTS, Features, author_features, message_features, model_parts
+from hullama.eval.tasks import SPLITS, TASK_NAMES, TaskSpec, get_task, load_task
+from hullama.command_line import OneLineArgumentParser, check_common_args
+from hullama.data.corpus import Corpus
 
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 ALPHA_GRID = (10000.0, 1000.0, 100.0, 10.0, 1.0, 0.1)  # strongest regularisation first: ties keep it
@@ -61,7 +55,7 @@ _METRICS: dict[str, Any] = {}
 
 def _metric(name: str):
     if name not in _METRICS:
-        from eval.metrics import load_metric
+        from hullama.eval.metrics import load_metric
 
         _METRICS[name] = load_metric(name)
     return _METRICS[name]
@@ -306,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             get_task(task)
         except ValueError as e:
             parser.error(str(e))
-    from eval.features import load_model
+    from hullama.eval.features import load_model
     from tqdm.auto import tqdm
 
     try:

@@ -22,7 +22,7 @@ column is blanked (NaT), so nothing downstream can put a time into the model's i
 tokenized in any case).
 
 Python:
-    from eval.tasks import TASKS, load_task
+    from hullama.eval.tasks import TASKS, load_task
     splits = load_task("stance_abortion")             # {"train": Corpus, "dev": Corpus, "test": Corpus}
     splits = load_task("commit_region", "../shared/data")
 
@@ -33,25 +33,19 @@ Command line (from the repository root; prints authors, messages and label count
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: make the repository root importable
-    _ROOT = str(Path(__file__).resolve().parents[1])
-    if _ROOT not in sys.path:
-        sys.path.insert(0, _ROOT)
+import argparse
+import difflib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 
-import argparse  # noqa: E402
-import difflib  # noqa: E402
-import json  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass, field, replace  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from train.corpus import SEMEVAL_SENTIMENT_ALIASES, Corpus, CorpusError, load_corpus, split_by_author  # noqa: E402
+from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES, Corpus, CorpusError, load_corpus, split_by_author
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"

@@ -2,7 +2,7 @@
 widget examples with outputs computed by the model, and the Inference Endpoints handler (`hub_card/handler.py`,
 copied into a model repo with `copy_handler`)."""
 
-from hub_card.card import (
+from hullama.hub_card.card import (
     check_llama3_naming,
     copy_handler,
     eval_results_from_rows,
@@ -11,7 +11,7 @@ from hub_card.card import (
     validate_card,
     write_card,
 )
-from hub_card.widget_examples import DEFAULT_EXAMPLES, compute_widget_examples
+from hullama.hub_card.widget_examples import DEFAULT_EXAMPLES, compute_widget_examples
 
 __all__ = [
     "DEFAULT_EXAMPLES",

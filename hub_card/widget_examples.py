@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hub_card.handler import EndpointHandler
+from hullama.hub_card.handler import EndpointHandler
 
 # Invented, everyday messages (no real person's data) for the default examples.
 DEFAULT_EXAMPLES = {

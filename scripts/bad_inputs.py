@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from a checkout: the entry points import the repository's modules
-    sys.path.insert(0, str(ROOT))
 TINY = ["--synthetic_authors", "12", "--synthetic_messages", "6", "--num_train_epochs", "1", "--scratch_vocab_size",
         "300", "--scratch_hidden_size", "64", "--scratch_layers", "2", "--block_size", "32", "--max_blocks", "2",
         "--variants", "recurrent", "--per_device_train_batch_size", "4"]
@@ -98,7 +96,7 @@ def tiny_llama(folder: Path, name: str = "llama", **config) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from train.tokenizer import train_byte_bpe
+    from hullama.data.tokenizer import train_byte_bpe
 
     path = folder / name
     tokenizer = train_byte_bpe((r["message"] for r in corpus_rows(40, 10)), vocab_size=300)
@@ -131,7 +129,7 @@ def hostile_base(folder: Path, model_type: str = "llama") -> Path:
 
 def finished_run(folder: Path) -> list[str]:
     """An output folder holding a finished run (as a first `hulm.py` run leaves it), for the second run's argv."""
-    from train import hulm
+    from hullama.train import hulm
 
     hulm.main([*TINY, *out(folder)])
     return [*TINY, *out(folder)]
@@ -644,7 +642,7 @@ def _trained_model(folder: Path) -> str:
 
         from configuration_hullama import HuLlamaConfig
         from modeling_hullama import HuLlamaForCausalLM
-        from train.tokenizer import train_byte_bpe
+        from hullama.data.tokenizer import train_byte_bpe
 
         path = Path(tempfile.mkdtemp(prefix="hullama-bad-inputs-")) / "model"
         tokenizer = train_byte_bpe((r["message"] for r in corpus_rows(40, 10)), vocab_size=300)
@@ -693,13 +691,13 @@ def _cache(config):
 
 def _entry(name: str) -> Callable[[list[str]], object]:
     if name == "hulm":
-        from train.hulm import main
+        from hullama.train.hulm import main
     elif name == "huft":
-        from train.huft import main
+        from hullama.train.huft import main
     elif name == "perplexity":
-        from eval.perplexity import main
+        from hullama.eval.perplexity import main
     elif name == "probe":
-        from eval.probe import main
+        from hullama.eval.probe import main
     else:
         from benchmarks.study_state import main
     return main

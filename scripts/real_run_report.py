@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VARIANT_ORDER = ("recurrent", "recurrent_zeroed_state", "in_context", "none")
 
@@ -79,7 +76,7 @@ def probe_table(run_dir: Path) -> tuple[list[str], list[dict]]:
     result = _load(run_dir / "probe" / "probe.json")
     if result is None:
         return ["(probe/probe.json missing: the probe stage did not run)"], []
-    from eval.probe import format_table
+    from hullama.eval.probe import format_table
 
     rows = []
     for task, per_model in result["results"].items():
@@ -135,8 +132,8 @@ def rerender_card(folder: Path, rows: list[dict], base_model: str | None, repo_i
     """The training card again, with every result in model-index; its widget examples are kept."""
     from huggingface_hub import ModelCard
 
-    from hub_card import write_card
-    from train.args import split_paths
+    from hullama.hub_card import write_card
+    from hullama.train.args import split_paths
 
     card_path = folder / "README.md"
     if not card_path.is_file():

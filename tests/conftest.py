@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from train.tokenizer import train_byte_bpe
+from hullama.data.tokenizer import train_byte_bpe
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

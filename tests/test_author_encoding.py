@@ -56,9 +56,9 @@ def test_heads_encode_through_their_base():
 
 
 def test_author_inputs_lay_out_messages_exactly_as_training_does(tokenizer):
-    from train.blocks import build_blocks
-    from train.corpus import load_corpus
-    from train.synthetic import synthetic_corpus
+    from hullama.data.blocks import build_blocks
+    from hullama.data.corpus import load_corpus
+    from hullama.data.synthetic import synthetic_corpus
 
     corpus = load_corpus(synthetic_corpus(6, 9, seed=3))
     data = build_blocks(corpus, tokenizer, variant="recurrent", task="lm", block_size=24, cache_dir=None)

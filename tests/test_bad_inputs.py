@@ -25,7 +25,7 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 
 def test_a_refused_second_run_leaves_every_file_of_the_first_unchanged(tmp_path):
-    from train import hulm
+    from hullama.train import hulm
 
     argv = [*TINY, "--output_dir", str(tmp_path / "out")]
     hulm.main(argv)
@@ -41,7 +41,7 @@ def test_a_refused_second_run_leaves_every_file_of_the_first_unchanged(tmp_path)
 
 
 def test_a_base_inside_the_output_folder_is_left_intact(tmp_path):
-    from train import hulm
+    from hullama.train import hulm
 
     base = bad_inputs.tiny_llama(tmp_path / "out", "hullama-base")
     before = _hashes(base)

@@ -7,8 +7,8 @@ import datasets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train import hulm
-from train.batches import PaddedRows, TokenBudgetBatches, padding_index
+from hullama.train import hulm
+from hullama.train.batches import PaddedRows, TokenBudgetBatches, padding_index
 
 
 @settings(max_examples=60, deadline=None)

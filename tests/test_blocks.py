@@ -10,10 +10,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import train.blocks as blocks
-from train.blocks import IGNORE_INDEX, Plan, build_blocks, keep_window, layout_author
-from train.collator import HuLMCollator, padding_fraction
-from train.corpus import load_corpus
+import hullama.data.blocks as blocks
+from hullama.data.blocks import IGNORE_INDEX, Plan, build_blocks, keep_window, layout_author
+from hullama.data.collator import HuLMCollator, padding_fraction
+from hullama.data.corpus import load_corpus
 
 START, SEP = 1, 0
 WORDS = "the a author writes about data models time people code numpy array fix bug good bad happy".split()

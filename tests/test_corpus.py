@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from train.corpus import (
+from hullama.data.corpus import (
     SEMEVAL_SENTIMENT_ALIASES,
     ColumnNames,
     CorpusError,

@@ -30,7 +30,7 @@ def test_the_tested_transformers_range_is_stated(document):
 
 def test_a_rendered_card_states_the_range_and_trusts_remote_code_in_every_load():
     from configuration_hullama import TRANSFORMERS_RANGE
-    from hub_card.card import render_card
+    from hullama.hub_card.card import render_card
 
     for adapter in (False, True):
         text = str(render_card(repo_id="me/hullama-test", base_model="me/hullama-base", adapter=adapter))

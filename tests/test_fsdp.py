@@ -22,7 +22,7 @@ WORKER = textwrap.dedent(
     sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
     from conftest import perturb_state_modules, tiny_hullama_config
     from modeling_hullama import HuLlamaForCausalLM
-    from train.schedule import StateCarrier
+    from hullama.train.schedule import StateCarrier
 
     def build():
         torch.manual_seed(0)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from scripts.hart_history import main
-from train.corpus import load_corpus
+from hullama.data.corpus import load_corpus
 
 
 def _write(path, rows):

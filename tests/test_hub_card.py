@@ -11,7 +11,7 @@ from conftest import perturb_state_modules, tiny_hullama_config
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from hub_card import (
+from hullama.hub_card import (
     check_llama3_naming,
     compute_widget_examples,
     copy_handler,
@@ -20,9 +20,9 @@ from hub_card import (
     validate_card,
     write_card,
 )
-from hub_card.handler import EndpointHandler
+from hullama.hub_card.handler import EndpointHandler
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification
-from train.blocks import Plan, layout_author
+from hullama.data.blocks import Plan, layout_author
 
 BLOCK = 16
 LABELS = {0: "against", 1: "none", 2: "favor"}

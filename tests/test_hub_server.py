@@ -24,7 +24,7 @@ from huggingface_hub.hf_api import RepoFile, RepoFolder
 from safetensors.torch import save_file
 
 from tests.hub_server import HubServer, hub_server  # noqa: F401 - `hub_server` is a fixture
-from train.tokenizer import train_byte_bpe
+from hullama.data.tokenizer import train_byte_bpe
 
 # huggingface_hub's own LFS PUT passes `data=` to httpx2, which warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

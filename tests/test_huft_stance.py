@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from train import huft
+from hullama.train import huft
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 from scipy import special, stats
 from sklearn.metrics import f1_score
 
-from eval.metrics import METRIC_NAMES, load_metric, metric_path
+from hullama.eval.metrics import METRIC_NAMES, load_metric, metric_path
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = range(5)
@@ -29,7 +29,7 @@ _OFFLINE_CHECK = textwrap.dedent(
     socket.create_connection = _blocked
     socket.getaddrinfo = _blocked
     import evaluate
-    from eval.metrics import METRIC_NAMES, metric_path
+    from hullama.eval.metrics import METRIC_NAMES, metric_path
     out = {}
     for name in METRIC_NAMES:
         m = evaluate.load(metric_path(name))

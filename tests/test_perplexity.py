@@ -14,7 +14,7 @@ import torch
 from conftest import perturb_state_modules, tiny_hullama_config, tiny_llama_config
 from torch.testing import assert_close
 
-from eval.perplexity import (
+from hullama.eval.perplexity import (
     ZEROED,
     TokenMismatchError,
     TokenScores,
@@ -27,9 +27,9 @@ from eval.perplexity import (
     summarize,
 )
 from modeling_hullama import HuLlamaForCausalLM
-from train.blocks import build_blocks
-from train.corpus import load_corpus
-from train.synthetic import synthetic_corpus
+from hullama.data.blocks import build_blocks
+from hullama.data.corpus import load_corpus
+from hullama.data.synthetic import synthetic_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = 48
@@ -72,8 +72,8 @@ def test_variants_score_the_same_tokens_and_recurrent_matches_the_model_loss(cor
 
 
 def test_chunks_of_blocks_carry_the_state_exactly(corpus, tokenizer, monkeypatch):
-    import eval.perplexity as perplexity
-    from eval.features import model_parts
+    import hullama.eval.perplexity as perplexity
+    from hullama.eval.features import model_parts
 
     model = _hullama()
     kw = dict(block_size=32, batch_size=4, progress=False, variants=["recurrent"])
@@ -104,8 +104,8 @@ def test_plain_llama_matches_untrained_hullama_and_skips_recurrent(corpus, token
 
 
 def test_ablation_by_the_models_switch_equals_running_every_block_alone(corpus, tokenizer, monkeypatch):
-    import eval.perplexity as perplexity
-    from eval.features import model_parts
+    import hullama.eval.perplexity as perplexity
+    from hullama.eval.features import model_parts
 
     model = _hullama()
     assert model_parts(model).ablate_kwarg == "ablate_state"  # HuLlama's own switch is found and used
@@ -119,7 +119,7 @@ def test_ablation_by_the_models_switch_equals_running_every_block_alone(corpus, 
 def test_adapter_is_applied(model_dir, corpus, tmp_path):
     from peft import LoraConfig, TaskType, get_peft_model
 
-    from eval.features import load_model
+    from hullama.eval.features import load_model
 
     torch.manual_seed(1)
     peft_model = get_peft_model(HuLlamaForCausalLM.from_pretrained(model_dir), LoraConfig(

@@ -11,13 +11,13 @@ import torch
 from conftest import perturb_state_modules, tiny_hullama_config, tiny_llama_config
 from torch.testing import assert_close
 
-from eval.features import Features, author_features, message_features
-from eval.probe import fit_probe, format_table, main, probe_tasks
-from eval.tasks import STANCE_LABELS, TaskSpec, load_task
+from hullama.eval.features import Features, author_features, message_features
+from hullama.eval.probe import fit_probe, format_table, main, probe_tasks
+from hullama.eval.tasks import STANCE_LABELS, TaskSpec, load_task
 from modeling_hullama import HuLlamaForCausalLM
-from train.corpus import load_corpus, split_by_author
-from train.synthetic import synthetic_corpus
-from train.tokenizer import train_byte_bpe
+from hullama.data.corpus import load_corpus, split_by_author
+from hullama.data.synthetic import synthetic_corpus
+from hullama.data.tokenizer import train_byte_bpe
 
 BLOCK = 64
 FRACTIONS = {"train": 0.5, "dev": 0.25, "test": 0.25}

@@ -6,9 +6,9 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from train.blocks import VARIANTS, build_blocks
-from train.corpus import SEMEVAL_SENTIMENT_ALIASES, load_corpus, split_by_author
-from train.tokenizer import train_byte_bpe
+from hullama.data.blocks import VARIANTS, build_blocks
+from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES, load_corpus, split_by_author
+from hullama.data.tokenizer import train_byte_bpe
 
 STANCE = [f"{t}_{s}" for t in ("abo", "ath", "clim", "clin", "fem") for s in ("train", "dev")]
 COMMITS = {"numpy_train": 189, "numpy_dev": 24, "numpy_test": 24}

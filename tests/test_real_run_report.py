@@ -4,10 +4,10 @@ import json
 
 from huggingface_hub import ModelCard
 
-from eval import perplexity
-from hub_card import validate_card
+from hullama.eval import perplexity
+from hullama.hub_card import validate_card
 from scripts.real_run_report import main as report
-from train import huft, hulm
+from hullama.train import huft, hulm
 
 TINY = ["--synthetic_authors", "16", "--synthetic_messages", "6", "--num_train_epochs", "1", "--scratch_vocab_size",
         "300", "--scratch_hidden_size", "32", "--scratch_layers", "2", "--scratch_heads", "2", "--block_size", "32",
@@ -18,7 +18,7 @@ def test_report_tables_and_card_from_a_tiny_run(tmp_path):
     run = tmp_path / "run"
     hulm.main([*TINY, "--variants", "recurrent,none", "--output_dir", str(run / "hulm")])
     data = tmp_path / "authors.jsonl"
-    from train.synthetic import synthetic_corpus
+    from hullama.data.synthetic import synthetic_corpus
 
     synthetic_corpus(6, 6, seed=5).to_json(data, orient="records", lines=True)
     perplexity.main(["--model", str(run / "hulm" / "recurrent"), "--data", str(data), "--block_size", "32",

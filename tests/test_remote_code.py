@@ -160,7 +160,7 @@ def test_a_local_adapter_output_loads_with_the_auto_class_also_once_moved(tmp_pa
     AutoModelForCausalLM call in a fresh process, and still does after the output folder was moved."""
     from peft import PeftModel
 
-    from train import hulm
+    from hullama.train import hulm
 
     base = tmp_path / "llama"
     shutil.copytree(tiny_llama_dir, base)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 from modeling_hullama import HuLlamaForCausalLM
-from train.batches import padding_index
-from train.schedule import AuthorStreamBatches, StateCarrier, chunk_authors
+from hullama.train.batches import padding_index
+from hullama.train.schedule import AuthorStreamBatches, StateCarrier, chunk_authors
 
 
 @settings(max_examples=40, deadline=None)
@@ -273,7 +273,7 @@ def test_carrier_resumes_after_a_chunk_ending_in_padding():
 
 
 def test_hulm_with_streaming_schedule(tmp_path):
-    from train import hulm
+    from hullama.train import hulm
 
     results = hulm.main(["--synthetic_authors", "12", "--synthetic_messages", "6", "--num_train_epochs", "1",
                          "--scratch_vocab_size", "300", "--scratch_hidden_size", "64", "--scratch_layers", "2",
@@ -291,8 +291,8 @@ def test_hulm_with_streaming_schedule(tmp_path):
 
 def _epoch_orders(tmp_path, monkeypatch, name):
     """Run the default recipe (streaming schedule) for three epochs; the batches each epoch drew, per epoch."""
-    from train import hulm
-    from train.schedule import AuthorStreamBatches
+    from hullama.train import hulm
+    from hullama.train.schedule import AuthorStreamBatches
 
     drawn = []
 

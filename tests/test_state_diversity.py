@@ -9,8 +9,8 @@ from torch.testing import assert_close
 
 from benchmarks.state_diversity import collect, diversity
 from modeling_hullama import HuLlamaForCausalLM
-from train.corpus import load_corpus
-from train.synthetic import synthetic_corpus
+from hullama.data.corpus import load_corpus
+from hullama.data.synthetic import synthetic_corpus
 
 
 def test_author_r2_against_its_chance_level():

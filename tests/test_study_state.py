@@ -73,7 +73,7 @@ def test_study_end_to_end_and_reuse(tmp_path, capsys):
 
 def test_pools_name_their_runs_and_runs_train_just_those(tmp_path, capsys):
     from configuration_hullama import HuLlamaConfig
-    from train.hulm import HuLMArguments
+    from hullama.train.hulm import HuLMArguments
 
     assert HuLMArguments().author_pool == study_state.DEFAULT_POOL and HuLMArguments().stagger_authors
     assert HuLMArguments().learn_recurrence and HuLlamaConfig().normalize_state_update  # the study's defaults too

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from train.blocks import build_blocks
-from train.corpus import load_corpus
-from train.synthetic import FORMAL, STANCE_LABELS, TOPICS, synthetic_corpus
+from hullama.data.blocks import build_blocks
+from hullama.data.corpus import load_corpus
+from hullama.data.synthetic import FORMAL, STANCE_LABELS, TOPICS, synthetic_corpus
 
 
 @pytest.fixture(scope="module")

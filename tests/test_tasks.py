@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from eval.metrics import METRIC_NAMES
-from eval.tasks import (
+from hullama.eval.metrics import METRIC_NAMES
+from hullama.eval.tasks import (
     REGIONS,
     TASK_NAMES,
     TASKS,
@@ -23,8 +23,8 @@ from eval.tasks import (
     main,
     region_of_offset,
 )
-from train.blocks import build_blocks
-from train.corpus import SEMEVAL_SENTIMENT_ALIASES
+from hullama.data.blocks import build_blocks
+from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES
 
 REPO = Path(__file__).resolve().parents[1]
 

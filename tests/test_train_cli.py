@@ -5,7 +5,7 @@ import shutil
 import pytest
 from transformers import GPT2Config
 
-from train import huft, hulm
+from hullama.train import huft, hulm
 
 TINY = ["--synthetic_authors", "12", "--synthetic_messages", "6", "--num_train_epochs", "1", "--scratch_vocab_size",
         "300", "--scratch_hidden_size", "64", "--scratch_layers", "2", "--block_size", "32", "--max_blocks", "2"]
@@ -134,7 +134,7 @@ def test_huft_starts_from_a_hulm_adapter_with_its_own_tokenizer(tmp_path, tiny_l
 def test_a_dataset_named_like_transformers_examples_name_it(capsys, tmp_path, monkeypatch):
     """--dataset_name (datasets.load_dataset) on a local dataset folder, offline: --dataset_split trains, and
     --validation_split holds the held-out authors; conflicting data arguments are one-line errors."""
-    from train.synthetic import synthetic_corpus
+    from hullama.data.synthetic import synthetic_corpus
 
     frame = synthetic_corpus(12, 6, seed=0)[["user_id", "message_id", "timestamp", "message"]]
     frame = frame.assign(timestamp=frame["timestamp"].astype(str))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.hub_server import hub_server  # noqa: F401 - `hub_server` is a fixture
-from train.hub import HubPushError, push_training_output
+from hullama.train.hub import HubPushError, push_training_output
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train.cli import last_complete_checkpoint
-from train.trainer import CARRIED_STATES_NAME
+from hullama.train.cli import last_complete_checkpoint
+from hullama.train.trainer import CARRIED_STATES_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--synthetic_authors", "24", "--synthetic_messages", "6", "--num_train_epochs", "2", "--scratch_vocab_size",

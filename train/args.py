@@ -15,55 +15,13 @@ from pathlib import Path
 from transformers import HfArgumentParser, TrainingArguments
 
 from configuration_hullama import STATE_MECHANISMS, STATE_POOLINGS
-from train.tokenizer import MIN_VOCAB_SIZE
+from hullama.command_line import ArgumentError
+from hullama.data.tokenizer import MIN_VOCAB_SIZE
 
 QUANTIZATIONS = ("nf4", "int8", "none")
 VARIANTS = ("recurrent", "in_context", "none")
 DATA_CACHES = ("hf_home", "output_dir", "off")
 LLAMA_LINEAR_MODULES = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-
-
-class ArgumentError(ValueError):
-    """A bad argument: the scripts print it as one line and exit with status 2."""
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse for the evaluation and study scripts: no abbreviated flags (`--batch 8` is not `--batch_size 8`),
-    and an error is one line, `prog: error: message`, exit status 2."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, allow_abbrev=False, **kwargs)
-
-    def error(self, message: str):
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def check_common_args(parser: argparse.ArgumentParser, args, counts: tuple[str, ...]) -> None:
-    """What the evaluation scripts share: counts that must be at least 1, an --output_dir that is not a file."""
-    for name in counts:
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            parser.error(f"--{name} {value} is invalid: it must be at least 1")
-    if getattr(args, "block_size", None) is not None and args.block_size < 2:
-        parser.error(f"--block_size {args.block_size} is invalid: it must be at least 2")
-    output_dir = getattr(args, "output_dir", None)
-    if output_dir is not None:  # checked now, not once the evaluation has run
-        blocked = next((f for f in (Path(output_dir), *Path(output_dir).parents) if f.exists()), None)
-        if blocked is not None and not blocked.is_dir():
-            parser.error(f"--output_dir {output_dir}: {blocked} is a file, not a folder")
-    if getattr(args, "seed", None) is not None and args.seed < 0:
-        parser.error(f"--seed {args.seed} is invalid: it must be 0 or more")
-    device = getattr(args, "device", None)
-    if device is not None:
-        import torch
-
-        try:
-            kind = torch.device(device).type
-        except RuntimeError:
-            parser.error(f"--device {device!r} is not a device torch knows (cpu, cuda, cuda:1, mps, ...)")
-        if kind == "cuda" and not torch.cuda.is_available():
-            parser.error(f"--device {device}: this torch has no CUDA device (it is a CPU build or none is visible)")
 
 
 class _ArgumentsParser(HfArgumentParser):

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from train.args import ArgumentError, RunArguments, explicitly_set, parse_args, resolved_args
-from train.corpus import CorpusError
-from train.hub import HubPushError
+from hullama.command_line import ArgumentError
+from hullama.train.args import RunArguments, explicitly_set, parse_args, resolved_args
+from hullama.data.corpus import CorpusError
+from hullama.train.hub import HubPushError
 
 # Errors a user can fix from the command line: printed as one line, exit status 2, no traceback.
 USER_ERRORS = (ArgumentError, CorpusError, HubPushError, FileNotFoundError)
@@ -137,7 +138,7 @@ def check_model_sources(model_args) -> None:
         if name and Path(name).is_dir() and not (Path(name) / needed).is_file():
             raise ArgumentError(f"--{flag} {name}: no {needed} in this folder")
     if model_args.base_model:  # a Llama-architecture base, its config read without running code from it
-        from train.qlora import read_base_config
+        from hullama.train.qlora import read_base_config
 
         read_base_config(model_args.base_model, trust_remote_code=model_args.trust_remote_code)
 

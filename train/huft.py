@@ -21,25 +21,22 @@ Outputs (under --output_dir): the best model or adapter with its head, `metrics.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import hullama.train  # noqa: F401  (first: it quiets a bitsandbytes import-time line)
+from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
-import train  # noqa: E402,F401  (first: it quiets a bitsandbytes import-time line)
-from transformers import EarlyStoppingCallback, TrainingArguments, set_seed  # noqa: E402
-
-from train.args import ArgumentError, DataArguments, HubArguments, ModelArguments, save_run_args  # noqa: E402
-from train.blocks import VARIANTS, BlockConfig, build_blocks  # noqa: E402
-from train.cli import TRAINING_DEFAULTS, resume_point, run_cli  # noqa: E402
-from train.corpus import SEMEVAL_SENTIMENT_ALIASES  # noqa: E402
-from train.data_setup import load_corpora  # noqa: E402
-from train.hub import push_training_output  # noqa: E402
-from train.output import save_output, write_model_card  # noqa: E402
-from train.qlora import adapter_base, hullama_config, load_model, load_tokenizer, training_report  # noqa: E402
-from train.trainer import HuLMTrainer, classification_metrics  # noqa: E402
+from hullama.command_line import ArgumentError
+from hullama.train.args import DataArguments, HubArguments, ModelArguments, save_run_args
+from hullama.data.blocks import VARIANTS, BlockConfig, build_blocks
+from hullama.train.cli import TRAINING_DEFAULTS, resume_point, run_cli
+from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES
+from hullama.train.data_setup import load_corpora
+from hullama.train.hub import push_training_output
+from hullama.train.output import save_output, write_model_card
+from hullama.train.qlora import adapter_base, hullama_config, load_model, load_tokenizer, training_report
+from hullama.train.trainer import HuLMTrainer, classification_metrics
 
 SCRIPT = "huft.py"
 LABEL_ALIASES = {"none": None, "semeval_sentiment": SEMEVAL_SENTIMENT_ALIASES}
@@ -79,7 +76,7 @@ class HuFTArguments:
         if self.early_stopping_patience < 0:
             raise ArgumentError("--early_stopping_patience must be >= 0")
         if self.task_name is not None:
-            from eval.tasks import get_task
+            from hullama.eval.tasks import get_task
 
             try:
                 spec = get_task(self.task_name)
@@ -198,7 +195,7 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
 
 def registry_splits(huft_args, data_args):
     """(train, dev, test) of a downstream task from eval/tasks.py; no --train_file / --validation_file with it."""
-    from eval.tasks import load_task
+    from hullama.eval.tasks import load_task
 
     if data_args.train_file or data_args.validation_file or data_args.dataset_name:
         raise ArgumentError("--task_name reads the task's own splits: leave out --train_file, --validation_file and "

@@ -22,27 +22,24 @@ from __future__ import annotations
 import copy
 import gc
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script from a checkout: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import hullama.train  # noqa: F401  (first: it quiets a bitsandbytes import-time line)
+from transformers import TrainingArguments, set_seed
 
-import train  # noqa: E402,F401  (first: it quiets a bitsandbytes import-time line)
-from transformers import TrainingArguments, set_seed  # noqa: E402
-
-from train.args import (  # noqa: E402
-    ArgumentError, DataArguments, HubArguments, ModelArguments, record_effective_settings, save_run_args,
+from hullama.command_line import ArgumentError
+from hullama.train.args import (
+    DataArguments, HubArguments, ModelArguments, record_effective_settings, save_run_args,
 )
-from train.blocks import VARIANTS, BlockConfig, build_blocks  # noqa: E402
-from train.cli import TRAINING_DEFAULTS, resume_point, run_cli  # noqa: E402
-from train.data_setup import load_corpora  # noqa: E402
-from train.hub import push_training_output  # noqa: E402
-from train.output import save_output, write_model_card  # noqa: E402
-from train.qlora import hullama_config, load_model, load_tokenizer, training_report  # noqa: E402
-from train.schedule import AUTHOR_DRAWS, StreamCollator, chunk_authors  # noqa: E402
-from train.trainer import HuLMTrainer  # noqa: E402
+from hullama.data.blocks import VARIANTS, BlockConfig, build_blocks
+from hullama.train.cli import TRAINING_DEFAULTS, resume_point, run_cli
+from hullama.train.data_setup import load_corpora
+from hullama.train.hub import push_training_output
+from hullama.train.output import save_output, write_model_card
+from hullama.train.qlora import hullama_config, load_model, load_tokenizer, training_report
+from hullama.train.schedule import AUTHOR_DRAWS, StreamCollator, chunk_authors
+from hullama.train.trainer import HuLMTrainer
 
 SCRIPT = "hulm.py"
 DEFAULTS = dict(
@@ -226,7 +223,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
 
     results = {}
     if main_process:
-        from eval.perplexity import format_results
+        from hullama.eval.perplexity import format_results
 
         results = {"block_size": block_size, "corpus": held_out.source, **compare_variants(scores)}
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
@@ -248,7 +245,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
 
 def held_out_scores(model, corpus, tokenizer, block_size, variant, data_args, args):
     """Per-token held-out NLL of one trained variant (plus the zeroed-state ablation for recurrent)."""
-    from eval.perplexity import score_variants
+    from hullama.eval.perplexity import score_variants
 
     return score_variants(model, tokenizer, corpus, block_size=block_size, max_blocks=data_args.eval_max_blocks,
                           variants=[variant], batch_size=args.per_device_eval_batch_size, device=args.device)
@@ -258,7 +255,7 @@ def compare_variants(scores: list) -> dict:
     """One report over the variants' models: perplexities and paired bootstraps, on the same checked tokens."""
     from dataclasses import replace
 
-    from eval.perplexity import check_same_tokens, summarize
+    from hullama.eval.perplexity import check_same_tokens, summarize
 
     check_same_tokens({name: (s.author, s.position, s.token) for s in scores for name in s.nll})
     merged = replace(scores[0], nll={k: v for s in scores for k, v in s.nll.items()},

@@ -113,7 +113,7 @@ def write_model_card(folder: str | Path, model, tokenizer, *, repo_id: str | Non
     """
     from peft import PeftModel
 
-    from hub_card import compute_widget_examples, copy_handler, write_card
+    from hullama.hub_card import compute_widget_examples, copy_handler, write_card
 
     folder = Path(folder)
     hub_base = base_model if base_model and not Path(base_model).exists() else None

@@ -16,7 +16,8 @@ from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedTokenizerBase
 
 from configuration_hullama import HuLlamaConfig
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification, keep_cpu_4bit_weights_unpacked
-from train.args import ArgumentError, ModelArguments
+from hullama.command_line import ArgumentError
+from hullama.train.args import ModelArguments
 
 LLAMA_MODEL_TYPES = ("llama", "hullama")
 # A folder holding any of these holds a tokenizer.
@@ -211,7 +212,7 @@ def load_tokenizer(model_args: ModelArguments, training_texts=None) -> PreTraine
     """--tokenizer, else the adapter's, else the base's; from scratch, a byte-level BPE trained on the texts."""
     from transformers import AutoTokenizer
 
-    from train.tokenizer import train_byte_bpe
+    from hullama.data.tokenizer import train_byte_bpe
 
     # an adapter is saved with its tokenizer; its HuLlama base folder holds none
     source = model_args.tokenizer or model_args.adapter or model_args.base_model

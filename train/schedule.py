@@ -32,7 +32,7 @@ import datasets
 import torch
 from torch.utils.data import Sampler
 
-from train.batches import padding_index
+from hullama.train.batches import padding_index
 
 STREAM_COLUMNS = ("author_index", "chunk_index")
 AUTHOR_DRAWS = ("uniform", "remaining")

@@ -29,9 +29,9 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from train.qlora import FULLY_TRAINED_MODULES
-from train.batches import EpochBatchesLoader, PaddedRows, TokenBudgetBatches
-from train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier
+from hullama.train.qlora import FULLY_TRAINED_MODULES
+from hullama.train.batches import EpochBatchesLoader, PaddedRows, TokenBudgetBatches
+from hullama.train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier
 
 # In every checkpoint of a streaming run: each author's carried state (train/schedule.py, StateCarrier.state_dict).
 CARRIED_STATES_NAME = "carried_author_states.pt"
@@ -176,7 +176,7 @@ def _hullama_model(model):
 
 def classification_metrics(id2label: dict | None, regression: bool):
     """compute_metrics for HuFT: weighted F1 for classes, Pearson r for regression (local evaluate modules)."""
-    from eval.metrics import load_metric
+    from hullama.eval.metrics import load_metric
 
     metric = load_metric("pearson_r" if regression else "weighted_f1")
 

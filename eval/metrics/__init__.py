@@ -1,6 +1,6 @@
 """The repository's `evaluate` metric modules, loaded by path so nothing is fetched from the Hub.
 
-    from eval.metrics import load_metric
+    from hullama.eval.metrics import load_metric
     f1 = load_metric("weighted_f1")          # same as evaluate.load("<repo>/eval/metrics/weighted_f1")
     f1.compute(predictions=[...], references=[...])
 """

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from train.blocks import IGNORE_INDEX
+IGNORE_INDEX = -100  # labels of tokens that are never predicted (transformers' convention)
 
 
 def _round_up(n: int, multiple: int | None) -> int:

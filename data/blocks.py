@@ -58,9 +58,9 @@ import numpy as np
 import pyarrow.compute as pc
 
 from modeling_hullama import stream_blocks
-from train.corpus import Corpus, DataReport
+from hullama.data.collator import IGNORE_INDEX, HuLMCollator
+from hullama.data.corpus import Corpus, DataReport
 
-IGNORE_INDEX = -100
 VARIANTS = ("recurrent", "in_context", "none")
 TRUNCATIONS = ("oldest", "newest", "labels")
 # Part of every cache key: bump it when the stream or the layout changes, so older cache files are not reused.
@@ -130,7 +130,6 @@ class HuLMData:
 
     def collator(self, **kwargs: Any):
         """A HuLMCollator padding with this data's pad id (kwargs: pad_to_multiple_of, max_length)."""
-        from train.collator import HuLMCollator  # the collator imports this module
 
         return HuLMCollator(self.pad_token_id, **kwargs)
 
