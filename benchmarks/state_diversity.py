@@ -89,10 +89,12 @@ def collect(model, tokenizer, corpus, *, block_size: int, max_blocks: int | None
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="a HuLlama model folder, or a Llama with --as_hullama")
+    parser.add_argument("--model_name_or_path", "--model", dest="model", required=True,
+                        help="a HuLlama model folder, or a Llama with --as_hullama")
     parser.add_argument("--adapter", help="a PEFT adapter folder on --model")
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the model's)")
-    parser.add_argument("--as_hullama", action="store_true", help="load a plain Llama as HuLlama (state untrained)")
+    parser.add_argument("--as_hullama", nargs="?", const="yes", default="no", choices=["yes", "no"],
+                        help="load a plain Llama as HuLlama, state untrained (yes/no; the bare flag: yes)")
     parser.add_argument("--data", required=True, help="an author corpus (JSON lines: user_id, message, time)")
     parser.add_argument("--max_authors", type=int, default=24, help="the first N authors of --data")
     parser.add_argument("--block_size", type=int, default=256)
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--poolings: unknown {unknown}; choose from last, mean")
 
     model, tokenizer = load_model(args.model, adapter=args.adapter, tokenizer=args.tokenizer,
-                                  as_hullama=args.as_hullama, device="cpu", dtype="float32")
+                                  as_hullama=args.as_hullama == "yes", device="cpu", dtype="float32")
     corpus = load_eval_corpus(args.data, max_authors=args.max_authors)
     results = {}
     for pooling in poolings:

@@ -485,11 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="perplexity.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Examples:\n" + __doc__.split("Command line")[1].split("\n", 1)[1])
-    parser.add_argument("--model", required=True, help="folder of a HuLlama or Llama checkpoint (config.json)")
+    parser.add_argument("--model_name_or_path", "--model", dest="model", required=True,
+                        help="folder of a HuLlama or Llama checkpoint (config.json)")
     parser.add_argument("--adapter", help="folder of a PEFT adapter to apply on top of --model")
     parser.add_argument("--tokenizer", help="folder of the tokenizer (default: --model)")
-    parser.add_argument("--as_hullama", action="store_true",
-                        help="load a plain Llama checkpoint into HuLlama classes (so recurrent can run)")
+    parser.add_argument("--as_hullama", nargs="?", const="yes", default="no", choices=["yes", "no"],
+                        help="load a plain Llama checkpoint into HuLlama classes, so recurrent can run (yes/no; the "
+                             "bare flag: yes)")
     parser.add_argument("--data", default="synthetic",
                         help="corpus file (.jsonl/.csv/.tsv/.parquet) or datasets folder; 'synthetic' (default): "
                              "the embedded synthetic corpus's held-out split")
@@ -574,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     try:
         model, tokenizer = load_model(args.model, adapter=args.adapter, tokenizer=args.tokenizer,
-                                      as_hullama=args.as_hullama, dtype=args.dtype, device=args.device)
+                                      as_hullama=args.as_hullama == "yes", dtype=args.dtype, device=args.device)
     except (FileNotFoundError, OSError, ValueError) as e:
         parser.error(str(e).splitlines()[0])
     config = model_parts(model).model.config
@@ -604,5 +606,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
-if __name__ == "__main__":
+
+def command() -> None:
+    """The `hullama-perplexity` console command: `main`, whose results go to --output_dir (a returned value would reach the
+    shell as an exit status)."""
     main()
+
+
+if __name__ == "__main__":
+    command()

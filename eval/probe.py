@@ -259,11 +259,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = OneLineArgumentParser(prog="probe.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Examples:\n" + __doc__.split("Command line")[1].split("\n", 1)[1])
-    parser.add_argument("--model", action="append", required=True,
+    parser.add_argument("--model_name_or_path", "--model", dest="model", action="append", required=True,
                         help="folder of a HuLlama or Llama checkpoint; repeat to compare models")
     parser.add_argument("--adapter", action="append", help="PEFT adapter folder, or 'none' (once, or per --model)")
-    parser.add_argument("--as_hullama", action="append", choices=["yes", "no"],
-                        help="load a plain Llama checkpoint into HuLlama classes (once, or per --model)")
+    parser.add_argument("--as_hullama", action="append", nargs="?", const="yes", choices=["yes", "no"],
+                        help="load a plain Llama checkpoint into HuLlama classes (yes/no, the bare flag: yes; once, "
+                             "or per --model)")
     parser.add_argument("--name", action="append", help="name of the model in the table (once per --model)")
     parser.add_argument("--tokenizer", help="tokenizer folder for all models (default: each model's folder)")
     parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), metavar="TASK",
@@ -333,5 +334,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
-if __name__ == "__main__":
+
+def command() -> None:
+    """The `hullama-probe` console command: `main`, whose results go to --output_dir (a returned value would reach the
+    shell as an exit status)."""
     main()
+
+
+if __name__ == "__main__":
+    command()

@@ -36,7 +36,9 @@ class ModelArguments:
     base_model: str | None = field(
         default=None,
         metadata={"help": "Llama-architecture base: a local path or a Hub id (e.g. meta-llama/Meta-Llama-3-8B), or a "
-                          "HuLlama repo / HuLM-pre-trained output. Default: a small HuLlama built from scratch."},
+                          "HuLlama repo / HuLM-pre-trained output. Default: a small HuLlama built from scratch. "
+                          "Also --model_name_or_path, as in transformers' examples.",
+                  "aliases": ["--model_name_or_path"]},
     )
     adapter: str | None = field(
         default=None, metadata={"help": "A HuLM-pre-trained adapter (output folder or Hub id) to start from."}

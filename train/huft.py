@@ -207,5 +207,12 @@ def registry_splits(huft_args, data_args):
     return splits["train"], splits["dev"], splits["test"]
 
 
-if __name__ == "__main__":
+
+def command() -> None:
+    """The `hullama-finetune` console command: `main`, whose results go to --output_dir (a returned value would reach the
+    shell as an exit status)."""
     main()
+
+
+if __name__ == "__main__":
+    command()

@@ -275,5 +275,12 @@ def perplexity_rows(results: dict, corpus: str) -> list[dict]:
     ]
 
 
-if __name__ == "__main__":
+
+def command() -> None:
+    """The `hullama-train` console command: `main`, whose results go to --output_dir (a returned value would reach the
+    shell as an exit status)."""
     main()
+
+
+if __name__ == "__main__":
+    command()
