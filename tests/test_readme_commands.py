@@ -7,12 +7,10 @@ import shlex
 from configparser import ConfigParser
 from pathlib import Path
 
-from transformers import TrainingArguments
-
 from hullama.eval.perplexity import build_parser as perplexity_parser
 from hullama.train.args import DataArguments, HubArguments, ModelArguments, _ArgumentsParser
-from hullama.train.huft import HuFTArguments
-from hullama.train.hulm import HuLMArguments
+from hullama.train.huft import HuFTArguments, HuFTTrainingArguments
+from hullama.train.hulm import HuLMArguments, HuLMTrainingArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -62,10 +60,11 @@ def known_flags() -> dict[str, set[str]]:
             argparse.ArgumentParser.parse_args = original
         return set(seen)
 
-    train = (ModelArguments, DataArguments, HubArguments, TrainingArguments)
     return {
-        "train/hulm.py": _options(_ArgumentsParser((*train[:2], HuLMArguments, *train[2:]))),
-        "train/huft.py": _options(_ArgumentsParser((*train[:2], HuFTArguments, *train[2:]))),
+        "train/hulm.py": _options(_ArgumentsParser((ModelArguments, DataArguments, HuLMArguments, HubArguments,
+                                                    HuLMTrainingArguments))),
+        "train/huft.py": _options(_ArgumentsParser((ModelArguments, DataArguments, HuFTArguments, HubArguments,
+                                                    HuFTTrainingArguments))),
         "eval/perplexity.py": _options(perplexity_parser()),
         "eval/probe.py": captured(probe.main),
         "eval/tasks.py": captured(tasks.main),

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from configuration_hullama import STATE_MECHANISMS, STATE_POOLINGS
 from hullama.command_line import ArgumentError
@@ -238,6 +239,31 @@ class DataArguments:
         return {"hf_home": True, "output_dir": Path(output_dir) / "data_cache", "off": None}[self.data_cache]
 
 
+def hullama_default(value, why: str):
+    """A TrainingArguments field with HuLlama's default, its help saying so."""
+    return field(default=value, metadata={"help": f"{why} (HuLlama's default: {value})."})
+
+
+@dataclass
+class HuLlamaTrainingArguments(TrainingArguments):
+    """transformers' TrainingArguments with the defaults both HuLlama training scripts share (as trl's SFTConfig sets
+    its own); each script's subclass sets the rest. An explicit flag or run-file value still wins."""
+
+    per_device_train_batch_size: int = hullama_default(8, "Authors (recurrent) per step and process")
+    per_device_eval_batch_size: int = hullama_default(8, "Evaluation batch size per process")
+    learning_rate: float = hullama_default(2e-4, "Learning rate of LoRA (a model from scratch: 2e-3 unless set)")
+    warmup_steps: float = hullama_default(0.05, "Warmup: a number of steps, or below 1 a share of them")
+    weight_decay: float = hullama_default(0.01, "Weight decay")
+    logging_steps: float = hullama_default(10, "Log every N steps")
+    eval_strategy: IntervalStrategy | str = hullama_default("epoch", "When to evaluate: no, steps or epoch")
+    save_strategy: SaveStrategy | str = hullama_default("epoch", "When to save a checkpoint: no, steps, epoch or best")
+    save_total_limit: int | None = hullama_default(2, "Checkpoints kept")
+    report_to: None | str | list[str] = hullama_default("none", "Loggers to report to (tensorboard, wandb, ...)")
+    # the collators need every column the Trainer would drop
+    remove_unused_columns: bool = hullama_default(False, "Drop dataset columns the model's forward does not name")
+    seed: int = hullama_default(42, "Seed of the model's initialisation, the data order and the split")
+
+
 @dataclass
 class HubArguments:
     hub_private: bool = field(
@@ -260,16 +286,11 @@ class RunArguments:
     )
 
 
-def parse_args(argument_classes: tuple, argv: list[str] | None = None, defaults: dict | None = None):
-    """Parse the command line (or a single .yaml/.json file) into the given dataclasses.
-
-    `defaults` overrides TrainingArguments' library defaults with the script's own (an explicit flag still wins).
-    """
+def parse_args(argument_classes: tuple, argv: list[str] | None = None):
+    """Parse the command line (or a single .yaml/.json file) into the given dataclasses."""
     argv = sys.argv[1:] if argv is None else argv
     # No abbreviations: `--learning_rat 0.1` must be an error, not --learning_rate.
     parser = _ArgumentsParser(argument_classes, allow_abbrev=False)
-    if defaults:
-        parser.set_defaults(**defaults)
     if not is_run_file(argv) and any(arg.endswith((".yaml", ".yml", ".json")) and not arg.startswith("-")
                                      for arg in argv[:1]):
         raise ArgumentError(f"a run file ({argv[0]}) takes no other arguments: put them in the file")
@@ -326,11 +347,14 @@ def read_run_file(path: str) -> dict:
 
 
 def resolved_args(*parsed) -> dict:
-    """The resolved arguments of every dataclass, as run_args.json holds them."""
+    """The resolved arguments of every dataclass, as run_args.json holds them (a script's TrainingArguments subclass
+    under "TrainingArguments")."""
     resolved = {}
     for args in parsed:
-        values = args.to_dict() if isinstance(args, TrainingArguments) else asdict(args)
-        resolved[type(args).__name__] = values
+        if isinstance(args, TrainingArguments):
+            resolved["TrainingArguments"] = args.to_dict()
+        else:
+            resolved[type(args).__name__] = asdict(args)
     return json.loads(json.dumps(resolved, default=str))
 
 

@@ -23,21 +23,6 @@ from hullama.train.hub import HubPushError
 # Errors a user can fix from the command line: printed as one line, exit status 2, no traceback.
 USER_ERRORS = (ArgumentError, CorpusError, HubPushError, FileNotFoundError)
 SCRATCH_LEARNING_RATE = 2e-3
-# TrainingArguments defaults both scripts share (an explicit flag or YAML value still wins).
-TRAINING_DEFAULTS = dict(
-    per_device_train_batch_size=8,
-    per_device_eval_batch_size=8,
-    learning_rate=2e-4,
-    warmup_steps=0.05,
-    weight_decay=0.01,
-    logging_steps=10,
-    eval_strategy="epoch",
-    save_strategy="epoch",
-    save_total_limit=2,
-    report_to="none",
-    remove_unused_columns=False,  # the collators need every column the Trainer would drop
-    seed=42,
-)
 # What a run writes into --output_dir; a folder holding any of these holds an earlier run.
 RUN_RECORDS = ("run_args.json", "results.json", "metrics.json")
 # Arguments a resumed run may change: where and how it reports, not what it trains.
@@ -46,14 +31,14 @@ RESUME_MAY_CHANGE = {"resume_from_checkpoint", "output_dir", "run_name", "loggin
                      "preprocessing_num_workers", "disable_tqdm", "logging_steps"}
 
 
-def run_cli(script: str, argument_classes: tuple, defaults: dict, run: Callable, argv: list[str] | None = None):
+def run_cli(script: str, argument_classes: tuple, run: Callable, argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # Several CPU processes (torchrun, accelerate --cpu): without this, accelerate sees no distributed setup
         # and each process would train on its own, unsynchronised.
         os.environ["ACCELERATE_USE_CPU"] = "true"
     try:
-        *parsed, run_args = parse_args((*argument_classes, RunArguments), argv, defaults=defaults)
+        *parsed, run_args = parse_args((*argument_classes, RunArguments), argv)
     except ValueError as error:  # ArgumentError and TrainingArguments' own checks
         _fail(script, error)
     model_args, training_args = parsed[0], parsed[-1]

@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hullama.train  # noqa: F401  (first: it quiets a bitsandbytes import-time line)
-from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, set_seed
 
 from hullama.command_line import ArgumentError
-from hullama.train.args import DataArguments, HubArguments, ModelArguments, save_run_args
+from hullama.train.args import (
+    DataArguments, HubArguments, HuLlamaTrainingArguments, ModelArguments, hullama_default, save_run_args,
+)
 from hullama.data.blocks import VARIANTS, BlockConfig, build_blocks
-from hullama.train.cli import TRAINING_DEFAULTS, resume_point, run_cli
+from hullama.train.cli import resume_point, run_cli
 from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES
 from hullama.train.data_setup import load_corpora
 from hullama.train.hub import push_training_output
@@ -40,12 +42,13 @@ from hullama.train.trainer import HuLMTrainer, classification_metrics
 
 SCRIPT = "huft.py"
 LABEL_ALIASES = {"none": None, "semeval_sentiment": SEMEVAL_SENTIMENT_ALIASES}
-DEFAULTS = dict(
-    TRAINING_DEFAULTS,
-    output_dir="outputs/huft",
-    num_train_epochs=10,
-    load_best_model_at_end=True,
-)
+@dataclass
+class HuFTTrainingArguments(HuLlamaTrainingArguments):
+    """TrainingArguments with huft.py's defaults."""
+
+    output_dir: str | None = hullama_default("outputs/huft", "Where the run's model, checkpoints and results go")
+    num_train_epochs: float = hullama_default(10, "Epochs (early stopping may end sooner)")
+    load_best_model_at_end: bool = hullama_default(True, "Keep the checkpoint that scored best on the held-out split")
 
 
 @dataclass
@@ -86,7 +89,7 @@ class HuFTArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_cli(SCRIPT, (ModelArguments, DataArguments, HuFTArguments, HubArguments, TrainingArguments), DEFAULTS,
+    return run_cli(SCRIPT, (ModelArguments, DataArguments, HuFTArguments, HubArguments, HuFTTrainingArguments),
                    run, argv)
 
 

@@ -26,14 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hullama.train  # noqa: F401  (first: it quiets a bitsandbytes import-time line)
-from transformers import TrainingArguments, set_seed
+from transformers import set_seed
+from transformers.trainer_utils import SchedulerType
 
 from hullama.command_line import ArgumentError
 from hullama.train.args import (
-    DataArguments, HubArguments, ModelArguments, record_effective_settings, save_run_args,
+    DataArguments, HubArguments, HuLlamaTrainingArguments, ModelArguments, hullama_default, record_effective_settings,
+    save_run_args,
 )
 from hullama.data.blocks import VARIANTS, BlockConfig, build_blocks
-from hullama.train.cli import TRAINING_DEFAULTS, resume_point, run_cli
+from hullama.train.cli import resume_point, run_cli
 from hullama.train.data_setup import load_corpora
 from hullama.train.hub import push_training_output
 from hullama.train.output import save_output, write_model_card
@@ -42,13 +44,14 @@ from hullama.train.schedule import AUTHOR_DRAWS, StreamCollator, chunk_authors
 from hullama.train.trainer import HuLMTrainer
 
 SCRIPT = "hulm.py"
-DEFAULTS = dict(
-    TRAINING_DEFAULTS,
-    output_dir="outputs/hulm",
-    num_train_epochs=3,
-    lr_scheduler_type="cosine",
-    prediction_loss_only=True,
-)
+@dataclass
+class HuLMTrainingArguments(HuLlamaTrainingArguments):
+    """TrainingArguments with hulm.py's defaults."""
+
+    output_dir: str | None = hullama_default("outputs/hulm", "Where the run's models, checkpoints and results go")
+    num_train_epochs: float = hullama_default(3, "Epochs")
+    lr_scheduler_type: SchedulerType | str = hullama_default("cosine", "Learning-rate schedule")
+    prediction_loss_only: bool = hullama_default(True, "Evaluate the loss only (perplexity)")
 
 
 @dataclass
@@ -117,7 +120,7 @@ class HuLMArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_cli(SCRIPT, (ModelArguments, DataArguments, HuLMArguments, HubArguments, TrainingArguments), DEFAULTS,
+    return run_cli(SCRIPT, (ModelArguments, DataArguments, HuLMArguments, HubArguments, HuLMTrainingArguments),
                    run, argv)
 
 
