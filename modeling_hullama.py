@@ -184,6 +184,25 @@ class StateMemory:
 
 
 @dataclass
+class Injection:
+    """What the author state puts into `insert_layer` for a batch of b blocks (one field per mechanism):
+    `residual` `[b, H]` added to the layer's input (gate), `query_offset` `[b, heads * head_dim]` added to its
+    attention's query (query), `memory` slots its attention reads (memory)."""
+
+    residual: torch.Tensor | None = None
+    query_offset: torch.Tensor | None = None
+    memory: StateMemory | None = None
+
+    def token_norms(self) -> torch.Tensor:
+        """`[b, 1]` (the same for every token of a block) or `[b, T]` (a memory read, per token): the L2 norm of what
+        the state adds, detached. A memory's is known once its layer has run."""
+        if self.memory is not None:
+            return self.memory.token_norms.float()
+        added = self.residual if self.residual is not None else self.query_offset
+        return added.detach().norm(dim=-1).float().unsqueeze(-1)
+
+
+@dataclass
 class LayerRecord:
     """What a pass through the layers records where the caller asks for it: the hidden states (each layer's input,
     then the last layer's output after the final norm, as Llama returns them) and each layer's attention weights."""
@@ -328,20 +347,23 @@ class AuthorState(nn.Module):
         summary = self.summary_norm(summary.to(dtype))
         return torch.tanh(self.update_norm(self.state_to_state(state.to(dtype)) + self.summary_to_state(summary)))
 
-    def injection(self, state: torch.Tensor):
-        """What the state `[b, S]` puts into `insert_layer`: (keyword arguments for that layer, a vector `[b, H]` to
-        add to its input or None, the per-row norm `[b]` of the injection or None where it varies per token)."""
+    def step(self, state: torch.Tensor, summary: torch.Tensor, real: torch.Tensor, detach: bool) -> torch.Tensor:
+        """The state after a block, for every row of the batch: advanced where the block is `real` `[b]` (a padding
+        block carries the state unchanged), cut from the graph when `detach` (truncated backpropagation)."""
+        state = torch.where(real[:, None], self.advance(state, summary).to(state.dtype), state)
+        return state.detach() if detach else state
+
+    def injection(self, state: torch.Tensor) -> Injection:
+        """What the state `[b, S]` puts into `insert_layer` (see `Injection`)."""
         state = self.state_norm(state.to(self.initial_state.dtype))
         if self.mechanism == "query":
-            offset = self.state_to_query(state)
-            return {"state_query_offset": offset}, None, offset.detach().norm(dim=-1)
+            return Injection(query_offset=self.state_to_query(state))
         if self.mechanism == "gate":
-            added = self.residual_gate() * self.state_to_residual(state)
-            return {}, added, added.detach().norm(dim=-1)
+            return Injection(residual=self.residual_gate() * self.state_to_residual(state))
         shape = (state.shape[0], *self.memory_shape)  # [b, m, kv_heads, head_dim] -> [b, kv_heads, m, head_dim]
         keys = self.state_to_memory_keys(state).view(shape).transpose(1, 2)
         values = self.state_to_memory_values(state).view(shape).transpose(1, 2)
-        return {"state_memory": StateMemory(keys, values, self.memory_gate())}, None, None
+        return Injection(memory=StateMemory(keys, values, self.memory_gate()))
 
 
 def _read_memory(query: torch.Tensor, memory: StateMemory, scaling: float) -> torch.Tensor:
@@ -358,15 +380,20 @@ def _read_memory(query: torch.Tensor, memory: StateMemory, scaling: float) -> to
 
 
 class HuLlamaAttention(LlamaAttention):
-    """Llama attention that may receive the author state: a per-sequence offset to the query (`state_query_offset`),
-    or memory slots read with the query and added, gated, to the attention output before `o_proj` (`state_memory`).
+    """Llama attention that may receive the author state (set by its `HuLlamaDecoderLayer` for one call): a
+    per-sequence offset to the query, or memory slots read with the query and added, gated, to the attention output
+    before `o_proj`.
 
     Same parameters as LlamaAttention (a Llama checkpoint loads as is), and Llama's own forward runs: the state
     enters through hooks on `q_proj`'s output and `o_proj`'s input for the length of one call, so that everything
     else (rotary positions, the cache, the attention implementations) is upstream's, whatever the release.
     """
 
-    def forward(self, hidden_states, *args, state_query_offset=None, state_memory: StateMemory | None = None, **kwargs):
+    injection: Injection | None = None
+
+    def forward(self, hidden_states, *args, **kwargs):
+        state_query_offset = self.injection.query_offset if self.injection is not None else None
+        state_memory = self.injection.memory if self.injection is not None else None
         if state_query_offset is None and state_memory is None:
             return super().forward(hidden_states, *args, **kwargs)
         memory_read = []
@@ -393,6 +420,27 @@ class HuLlamaAttention(LlamaAttention):
                 hook.remove()
 
 
+class HuLlamaDecoderLayer(LlamaDecoderLayer):
+    """The Llama decoder layer at `insert_layer`, which owns the author state's injection: a gate's residual is added
+    to its input, a query offset or memory slots go to its attention for the call. Same parameters as
+    LlamaDecoderLayer; without an injection it is Llama's layer."""
+
+    def __init__(self, config: HuLlamaConfig, layer_idx: int):
+        super().__init__(config, layer_idx)
+        self.self_attn = HuLlamaAttention(config, layer_idx)
+
+    def forward(self, hidden_states, *args, injection: Injection | None = None, **kwargs):
+        if injection is None:
+            return super().forward(hidden_states, *args, **kwargs)
+        if injection.residual is not None:  # [b, H], the same for every token of the block
+            hidden_states = hidden_states + injection.residual.to(hidden_states.dtype).unsqueeze(1)
+        self.self_attn.injection = injection
+        try:
+            return super().forward(hidden_states, *args, **kwargs)
+        finally:
+            self.self_attn.injection = None
+
+
 class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
     config_class = HuLlamaConfig
     config: HuLlamaConfig
@@ -402,6 +450,8 @@ class HuLlamaPreTrainedModel(LlamaPreTrainedModel):
     # A Llama checkpoint (an adapter's HuLlama base among them) has no author-state weights: they start at their
     # initial values by design (an adapter then restores its own), so their absence is no missing-weights warning.
     _keys_to_ignore_on_load_missing = [r"author_state\."]
+    # The layer at `insert_layer` is a HuLlamaDecoderLayer: neither kind is split across devices.
+    _no_split_modules = ["LlamaDecoderLayer", "HuLlamaDecoderLayer"]
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -535,8 +585,10 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         self.padding_idx = config.pad_token_id
         self.vocab_size = config.vocab_size
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
-        self.layers = nn.ModuleList([LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.layers[config.insert_layer].self_attn = HuLlamaAttention(config, config.insert_layer)
+        self.layers = nn.ModuleList([
+            (HuLlamaDecoderLayer if i == config.insert_layer else LlamaDecoderLayer)(config, i)
+            for i in range(config.num_hidden_layers)
+        ])
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = LlamaRotaryEmbedding(config=config)
         self.author_state = AuthorState(config)
@@ -700,15 +752,14 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             )
             injected_sum, injected_tokens = injected_sum + whole(injected[0]), injected_tokens + whole(injected[1])
             if completes_blocks:
-                new_state = self.author_state.advance(take(state), summary).to(state.dtype)
+                real = block_mask[:, k]
                 if subset is None:  # every row ran (a cache needs them all): padding rows keep their state
-                    state = torch.where(block_mask[:, k, None], new_state, state)
-                else:
-                    state = state.index_copy(0, subset, new_state)
+                    state = self.author_state.step(state, summary, real, self._detaches_after(k))
+                else:  # only the real rows ran: they all advance
+                    stepped = self.author_state.step(take(state), summary, take(real), self._detaches_after(k))
+                    state = state.index_copy(0, subset, stepped)
+                    state = state.detach() if self._detaches_after(k) else state
                 summaries.append(whole(summary))
-                every = self.config.detach_state_every
-                if every and (k + 1) % every == 0:
-                    state = state.detach()
             states.append(state)
             outputs.append(whole(hidden))
             records.append(block_record.map(whole))
@@ -730,8 +781,8 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         )
         return position_ids, causal_mask, self.rotary_emb(embeds, position_ids=position_ids)
 
-    def _run_layers(self, hidden, start, stop, context, token_mask, injection, residual, record, **kwargs):
-        """Layers [start, stop) on a batch of blocks; the state's injection enters at `insert_layer`.
+    def _run_layers(self, hidden, start, stop, context, token_mask, injection: Injection | None, record, **kwargs):
+        """Layers [start, stop) on a batch of blocks; the state's `injection` goes to `insert_layer`'s layer.
 
         Returns the hidden states and the block summaries (when `extract_layer` is in the range, else None); appends
         each layer's output and attention weights to `record` where it asks for them.
@@ -739,11 +790,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         position_ids, causal_mask, position_embeddings, cache, use_cache = context
         summary = None
         for i in range(start, stop):
-            extra = {}
-            if i == self.config.insert_layer:
-                extra = injection
-                if residual is not None:  # [b, H], the same for every token of the block
-                    hidden = hidden + residual.to(hidden.dtype).unsqueeze(1)
+            extra = {"injection": injection} if i == self.config.insert_layer else {}
             with record.attention_of(self.layers[i].self_attn):
                 hidden = self.layers[i](
                     hidden,
@@ -762,16 +809,12 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         return hidden, summary
 
     @staticmethod
-    def _injected(injection, row_norms, token_mask):
+    def _injected(injection: Injection, token_mask):
         """Per row `[b]`: (sum over its real tokens of the norm of what the state adds, number of real tokens),
         detached."""
         with torch.no_grad():
             real = token_mask.to(torch.float32)  # [b, T]
-            if row_norms is None:  # varies per token: written by the attention of insert_layer
-                token_norms = injection["state_memory"].token_norms.float()
-            else:
-                token_norms = row_norms.float().unsqueeze(-1)
-            return (token_norms * real).sum(-1), real.sum(-1)
+            return (injection.token_norms() * real).sum(-1), real.sum(-1)
 
     def _run_block(self, embeds, attention_mask, token_mask, position_ids, state, cache, use_cache, record, **kwargs):
         """One block of b sequences through every layer, `state` injected at `insert_layer`.
@@ -782,14 +825,12 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         """
         position_ids, causal_mask, position_embeddings = self._prepare(embeds, attention_mask, position_ids, cache)
         context = (position_ids, causal_mask, position_embeddings, cache, use_cache)
-        injection, residual, row_norms = self.author_state.injection(state)
+        injection = self.author_state.injection(state)
         record.start(embeds)
-        hidden, summary = self._run_layers(
-            embeds, 0, len(self.layers), context, token_mask, injection, residual, record, **kwargs
-        )
+        hidden, summary = self._run_layers(embeds, 0, len(self.layers), context, token_mask, injection, record, **kwargs)
         hidden = self.norm(hidden)
         record.finish(hidden)
-        return hidden, summary, record, self._injected(injection, row_norms, token_mask)
+        return hidden, summary, record, self._injected(injection, token_mask)
 
     def _run_parallel(self, inputs_embeds, attention_mask, token_mask, position_ids, state, block_mask, ablated,
                       cache, use_cache, record, single_block, **kwargs) -> "BlocksRun":
@@ -807,10 +848,9 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         states_before, states = self._recur(state, summaries, block_mask)
         extract = self.config.extract_layer
         entering = ablated.unsqueeze(1).expand(-1, num_blocks, -1) if ablated is not None else torch.stack(states_before, 1)
-        injection, residual, row_norms = self.author_state.injection(entering[rows])
-        hidden, _ = self._run_layers(
-            hidden, extract + 1, len(self.layers), context, flat_tokens, injection, residual, record, **kwargs
-        )
+        injection = self.author_state.injection(entering[rows])
+        hidden, _ = self._run_layers(hidden, extract + 1, len(self.layers), context, flat_tokens, injection, record,
+                                     **kwargs)
         hidden = self.norm(hidden)
         record.finish(hidden)
 
@@ -820,7 +860,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
             blocks = values.new_zeros((batch, num_blocks, *values.shape[1:])).index_put(rows, values)
             return blocks.squeeze(1) if single_block else blocks
 
-        per_block = self._injected(injection, row_norms, flat_tokens)  # per real block: summed over its author's
+        per_block = self._injected(injection, flat_tokens)  # per real block: summed over its author's
         injected = tuple(values.new_zeros(batch).index_add(0, rows[0], values) for values in per_block)
         return BlocksRun(unflatten(hidden), states, summaries, record.map(unflatten).as_tuples(), injected)
 
@@ -840,7 +880,7 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         context = (position_ids, causal_mask, position_embeddings, None, False)
         record.start(embeds)
         extract = self.config.extract_layer
-        hidden, summary = self._run_layers(embeds, 0, extract + 1, context, flat_tokens, {}, None, record, **kwargs)
+        hidden, summary = self._run_layers(embeds, 0, extract + 1, context, flat_tokens, None, record, **kwargs)
         summaries = summary.new_zeros(batch, num_blocks, summary.shape[-1]).index_put(rows, summary)
         return rows, hidden, summaries, context, flat_tokens
 
@@ -849,13 +889,14 @@ class HuLlamaModel(HuLlamaPreTrainedModel):
         states_before, states = [], []
         for k in range(block_mask.shape[1]):
             states_before.append(state)
-            new_state = self.author_state.advance(state, summaries[:, k]).to(state.dtype)
-            state = torch.where(block_mask[:, k, None], new_state, state)  # a padding block carries the state
-            every = self.config.detach_state_every
-            if every and (k + 1) % every == 0:
-                state = state.detach()
+            state = self.author_state.step(state, summaries[:, k], block_mask[:, k], self._detaches_after(k))
             states.append(state)
         return states_before, states
+
+    def _detaches_after(self, k: int) -> bool:
+        """Whether backpropagation is cut after block k (`detach_state_every`)."""
+        every = self.config.detach_state_every
+        return bool(every) and (k + 1) % every == 0
 
     def encode_authors(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                        author_state: torch.FloatTensor | None = None) -> "HuLlamaModelOutput":
