@@ -59,10 +59,10 @@ def measure(shape: str, authors: int, blocks: int, block_size: int, repeats: int
 def measure_handler(authors: int, messages: int, repeats: int) -> dict:
     """The handler's task "state" on the CPU default model: one request of `authors` authors against as many
     one-author requests (states compared)."""
-    from hullama.hub_card.handler import EndpointHandler
-    from modeling_hullama import HuLlamaForCausalLM
     from hullama.data.synthetic import synthetic_corpus
     from hullama.data.tokenizer import train_byte_bpe
+    from hullama.hub_card.handler import EndpointHandler
+    from modeling_hullama import HuLlamaForCausalLM
 
     frame = synthetic_corpus(authors, messages, seed=0)
     tokenizer = train_byte_bpe(frame["message"].tolist(), vocab_size=1024)

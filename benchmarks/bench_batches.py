@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hullama.train.batches import TokenBudgetBatches
 from hullama.data.blocks import BlockConfig, build_blocks
 from hullama.data.corpus import load_corpus
-from hullama.train.schedule import AuthorStreamBatches, chunk_authors
 from hullama.data.tokenizer import train_byte_bpe
+from hullama.train.batches import TokenBudgetBatches
+from hullama.train.schedule import AuthorStreamBatches, chunk_authors
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "commits" / "numpy_train.jsonl"
 

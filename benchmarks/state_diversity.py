@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hullama.data.blocks import build_blocks
 from hullama.eval.features import _batches, load_model, model_parts, recurrent_chunks
 from hullama.eval.perplexity import load_eval_corpus
-from hullama.data.blocks import build_blocks
 
 
 def author_r2(vectors: np.ndarray, authors: np.ndarray) -> float:

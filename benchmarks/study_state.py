@@ -547,8 +547,8 @@ def heldout_diagnostics(model, tokenizer, corpus, *, block_size: int, max_blocks
     """Mean |U| (over the states after real blocks) and injection norm (over real tokens) on the held-out authors."""
     import torch
 
-    from hullama.eval.features import model_parts, recurrent_chunks
     from hullama.data.blocks import build_blocks
+    from hullama.eval.features import model_parts, recurrent_chunks
 
     parts = model_parts(model)
     data = build_blocks(corpus, tokenizer, variant="recurrent", task="lm", block_size=block_size,

@@ -57,9 +57,9 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
-from modeling_hullama import stream_blocks
 from hullama.data.collator import IGNORE_INDEX, HuLMCollator
 from hullama.data.corpus import Corpus, DataReport
+from modeling_hullama import stream_blocks
 
 VARIANTS = ("recurrent", "in_context", "none")
 TRUNCATIONS = ("oldest", "newest", "labels")

@@ -37,24 +37,22 @@ Command line (from the repository root; writes perplexity.json and perplexity.pn
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import argparse
 import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 import torch
 
-from hullama.eval.features import ModelParts, model_parts, recurrent_chunks
+from hullama.command_line import DataclassArgumentParser, check_common_args
 from hullama.data.blocks import IGNORE_INDEX, VARIANTS, build_blocks
-from hullama.command_line import OneLineArgumentParser, check_common_args
 from hullama.data.corpus import Corpus
+from hullama.eval.features import ModelParts, model_parts, recurrent_chunks
 
 ZEROED = "recurrent_zeroed_state"
 ALL_VARIANTS = (*VARIANTS, ZEROED)
@@ -481,46 +479,52 @@ def synthetic_heldout() -> Corpus:
     return replace(held_out, source=held_out.report.source)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="perplexity.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Examples:\n" + __doc__.split("Command line")[1].split("\n", 1)[1])
-    parser.add_argument("--model_name_or_path", "--model", dest="model", required=True,
-                        help="folder of a HuLlama or Llama checkpoint (config.json)")
-    parser.add_argument("--adapter", help="folder of a PEFT adapter to apply on top of --model")
-    parser.add_argument("--tokenizer", help="folder of the tokenizer (default: --model)")
-    parser.add_argument("--as_hullama", nargs="?", const="yes", default="no", choices=["yes", "no"],
-                        help="load a plain Llama checkpoint into HuLlama classes, so recurrent can run (yes/no; the "
-                             "bare flag: yes)")
-    parser.add_argument("--data", default="synthetic",
-                        help="corpus file (.jsonl/.csv/.tsv/.parquet) or datasets folder; 'synthetic' (default): "
-                             "the embedded synthetic corpus's held-out split")
-    parser.add_argument("--dataset_name", help="instead of --data: a dataset datasets.load_dataset reads (a Hub "
-                                               "dataset id, downloaded on request, or a local dataset folder)")
-    parser.add_argument("--dataset_config_name", help="configuration of --dataset_name")
-    parser.add_argument("--split", default="test", help="split of --dataset_name, or of a saved datasets folder")
-    parser.add_argument("--max_authors", type=int, help="evaluate only the first N authors (quick runs)")
-    parser.add_argument("--block_size", type=int,
-                        help="tokens per block, start token included (default: the model config's block_size, "
-                             "else 256)")
-    parser.add_argument("--context_window", type=int, help="window of none / in_context rows (default: block_size)")
-    parser.add_argument("--max_blocks", type=int, help="keep at most this many blocks per author (default: all)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=ALL_VARIANTS,
-                        help="variants to score (default: all three; the zeroed-state ablation is added to recurrent)")
-    parser.add_argument("--no_zeroed_state", action="store_true", help="skip the zeroed-state ablation")
-    parser.add_argument("--batch_size", type=int, default=4, help="sequences (authors or rows) per forward pass")
-    parser.add_argument("--blocks_per_forward", type=int, default=16,
-                        help="recurrent blocks per forward pass, the state carried between them (bounds memory)")
-    parser.add_argument("--history_buckets", default="0,256,1024",
-                        help="comma-separated lower edges of the preceding-history buckets, in tokens")
-    parser.add_argument("--bootstrap_samples", type=int, default=1000, help="author resamples for the intervals")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="weights' dtype when loading")
-    parser.add_argument("--output_dir", default="outputs/perplexity",
-                        help="where perplexity.json and perplexity.png are written")
-    return parser
+@dataclass
+class PerplexityArguments:
+    """hullama-perplexity (eval/perplexity.py): held-out perplexity of the author-context variants on the same tokens;
+    writes perplexity.json and perplexity.png to --output_dir."""
+
+    model_name_or_path: str = field(metadata={
+        "aliases": ["--model"], "help": "Folder of a HuLlama or Llama checkpoint (config.json); also --model."})
+    adapter: str | None = field(default=None, metadata={"help": "Folder of a PEFT adapter to apply on the model."})
+    tokenizer: str | None = field(default=None, metadata={"help": "Folder of the tokenizer (default: the model's)."})
+    as_hullama: bool = field(default=False, metadata={
+        "help": "Load a plain Llama checkpoint into HuLlama classes, so that recurrent can run (state untrained)."})
+    data: str = field(default="synthetic", metadata={
+        "help": "Corpus file (.jsonl/.csv/.tsv/.parquet) or folder; synthetic (default): the embedded synthetic "
+                "corpus's held-out split."})
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "Instead of --data: a dataset datasets.load_dataset reads (a Hub dataset id, downloaded on request, "
+                "or a local dataset folder)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    split: str = field(default="test", metadata={"help": "Split of --dataset_name, or of a saved datasets folder."})
+    max_authors: int | None = field(default=None, metadata={"help": "Score only the first N authors (quick runs)."})
+    block_size: int | None = field(default=None, metadata={
+        "help": "Tokens per block, start token included (default: the model config's block_size, else 256)."})
+    context_window: int | None = field(default=None, metadata={
+        "help": "Window of none / in_context rows (default: block_size)."})
+    max_blocks: int | None = field(default=None, metadata={"help": "Blocks kept per author (default: all)."})
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
+        "choices": ALL_VARIANTS, "help": "Variants to score (default: all three; the zeroed-state ablation is added "
+                                         "to recurrent)."})
+    no_zeroed_state: bool = field(default=False, metadata={"help": "Skip the zeroed-state ablation."})
+    batch_size: int = field(default=4, metadata={"help": "Sequences (authors or rows) per forward pass."})
+    blocks_per_forward: int = field(default=16, metadata={
+        "help": "Recurrent blocks per forward pass, the state carried between them (bounds memory)."})
+    history_buckets: str = field(default="0,256,1024", metadata={
+        "help": "Comma-separated lower edges of the preceding-history buckets, in tokens."})
+    bootstrap_samples: int = field(default=1000, metadata={"help": "Author resamples for the intervals."})
+    seed: int = field(default=0, metadata={"help": "Bootstrap seed."})
+    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)."})
+    dtype: str = field(default="auto", metadata={
+        "choices": ["auto", "float32", "bfloat16", "float16"], "help": "The weights' dtype when loading."})
+    output_dir: str = field(default="outputs/perplexity", metadata={
+        "help": "Where perplexity.json and perplexity.png are written."})
+
+
+def build_parser() -> DataclassArgumentParser:
+    return DataclassArgumentParser(PerplexityArguments, prog="hullama-perplexity",
+                                   description=PerplexityArguments.__doc__.split(":", 1)[1].strip())
 
 
 def load_eval_corpus(data: str, split: str = "test", max_authors: int | None = None,
@@ -556,7 +560,7 @@ def load_eval_corpus(data: str, split: str = "test", max_authors: int | None = N
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    (args,) = parser.parse(argv)
     check_common_args(parser, args, ("batch_size", "blocks_per_forward", "bootstrap_samples", "max_blocks",
                                      "context_window", "max_authors"))
     try:
@@ -575,8 +579,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from hullama.eval.features import load_model
 
     try:
-        model, tokenizer = load_model(args.model, adapter=args.adapter, tokenizer=args.tokenizer,
-                                      as_hullama=args.as_hullama == "yes", dtype=args.dtype, device=args.device)
+        model, tokenizer = load_model(args.model_name_or_path, adapter=args.adapter, tokenizer=args.tokenizer,
+                                      as_hullama=args.as_hullama, dtype=args.dtype, device=args.device)
     except (FileNotFoundError, OSError, ValueError) as e:
         parser.error(str(e).splitlines()[0])
     config = model_parts(model).model.config
@@ -596,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                       seed=args.seed)
     except ValueError as e:
         parser.error(str(e).splitlines()[0])
-    results["settings"].update(model=args.model, adapter=args.adapter, data=str(corpus.source))
+    results["settings"].update(model=args.model_name_or_path, adapter=args.adapter, data=str(corpus.source))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "perplexity.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -16,36 +16,34 @@ Python:
     results = probe_tasks({"llama": (llama, tok), "hulm": (hullama, tok)}, ["stance_abortion", "commit_region"])
     print(format_table(results))
 
-Command line (from the repository root; writes probe.json and probe.md to --output_dir):
-    python eval/probe.py \\
-        --model ~/.cache/hullama/smollm2-135m --name base --as_hullama no --adapter none \\
-        --model ~/.cache/hullama/smollm2-135m --name hulm --as_hullama yes --adapter runs/hulm/adapter \\
-        --output_dir outputs/probe
-    python eval/probe.py --model runs/hullama-tiny --tasks stance_abortion sentiment --layer -2 \\
+Command line (writes probe.json and probe.md to --output_dir):
+    hullama-probe --model_name_or_path ~/.cache/hullama/smollm2-135m ~/.cache/hullama/smollm2-135m \\
+        --name base hulm --as_hullama no yes --adapter none runs/hulm/adapter --output_dir outputs/probe
+    hullama-probe --model_name_or_path runs/hullama-tiny --tasks stance_abortion sentiment --layer -2 \\
         --data_dir ../shared/data --max_blocks 16 --output_dir outputs/probe-tiny
-Per-model options (--adapter, --as_hullama, --name) are given once for all models or once per --model, in order;
+Per-model options (--adapter, --as_hullama, --name) take one value for all models or one per model, in order;
 "none" as an adapter means no adapter.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import argparse
 import json
 import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hullama.eval.features import AUTHOR_SOURCES, MESSAGE_CONTEXTS, Features, author_features, message_features, model_parts
-from hullama.eval.tasks import SPLITS, TASK_NAMES, TaskSpec, get_task, load_task
-from hullama.command_line import OneLineArgumentParser, check_common_args
+from hullama.command_line import DataclassArgumentParser, check_common_args
 from hullama.data.corpus import Corpus
+from hullama.eval.features import (
+    AUTHOR_SOURCES, MESSAGE_CONTEXTS, Features, author_features, message_features, model_parts,
+)
+from hullama.eval.tasks import SPLITS, TASK_NAMES, TaskSpec, get_task, load_task
 
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 ALPHA_GRID = (10000.0, 1000.0, 100.0, 10.0, 1.0, 0.1)  # strongest regularisation first: ties keep it
@@ -251,49 +249,61 @@ def _per_model(parser, values: list[str] | None, n: int, flag: str, default: Any
     if len(values) == 1:
         return values * n
     if len(values) != n:
-        parser.error(f"{flag} is given {len(values)} times for {n} models: give it once, or once per --model")
+        parser.error(f"{flag} has {len(values)} values for {n} models: give one for all, or one per model")
     return values
 
 
+@dataclass
+class ProbeArguments:
+    """hullama-probe (eval/probe.py): linear probes on frozen models over the downstream tasks; writes probe.json and
+    probe.md to --output_dir."""
+
+    model_name_or_path: list[str] = field(metadata={
+        "aliases": ["--model"], "help": "Folders of HuLlama or Llama checkpoints, all after one flag: the models to "
+                                        "compare (also --model)."})
+    adapter: list[str] | None = field(default=None, metadata={
+        "help": "PEFT adapter folders, or none: one for all models, or one per model in order."})
+    as_hullama: list[str] | None = field(default=None, metadata={
+        "choices": ["yes", "no"], "help": "Load a plain Llama checkpoint into HuLlama classes (yes/no): one for all "
+                                          "models, or one per model in order."})
+    name: list[str] | None = field(default=None, metadata={"help": "The models' names in the table, one per model."})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "Tokenizer folder for all models (default: each model's folder)."})
+    tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES), metadata={
+        "help": f"Tasks (default: all eight): {', '.join(TASK_NAMES)}."})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "Folder holding hart/ and commits/ (default: ../shared/data)."})
+    layer: int = field(default=-1, metadata={
+        "help": "hidden_states index of the message features: 0 the embeddings, i layer i, -1 the last."})
+    message_context: str = field(default="auto", metadata={
+        "choices": MESSAGE_CONTEXTS, "help": "How a labelled message is read (auto: recurrent for HuLlama, none "
+                                             "otherwise)."})
+    author_features: str = field(default="auto", metadata={
+        "choices": AUTHOR_SOURCES, "help": "Author-task features (auto: state for HuLlama, messages otherwise)."})
+    block_size: int | None = field(default=None, metadata={"help": "Tokens per block (default: each model's config)."})
+    max_blocks: int | None = field(default=None, metadata={"help": "Blocks kept per author (default: all)."})
+    batch_size: int = field(default=4, metadata={"help": "Authors or rows per forward pass."})
+    blocks_per_forward: int = field(default=16, metadata={
+        "help": "Recurrent blocks per forward pass, the state carried between them (bounds memory)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the logistic regressions."})
+    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)."})
+    dtype: str = field(default="auto", metadata={
+        "choices": ["auto", "float32", "bfloat16", "float16"], "help": "The weights' dtype when loading."})
+    output_dir: str = field(default="outputs/probe", metadata={"help": "Where probe.json and probe.md are written."})
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = OneLineArgumentParser(prog="probe.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Examples:\n" + __doc__.split("Command line")[1].split("\n", 1)[1])
-    parser.add_argument("--model_name_or_path", "--model", dest="model", action="append", required=True,
-                        help="folder of a HuLlama or Llama checkpoint; repeat to compare models")
-    parser.add_argument("--adapter", action="append", help="PEFT adapter folder, or 'none' (once, or per --model)")
-    parser.add_argument("--as_hullama", action="append", nargs="?", const="yes", choices=["yes", "no"],
-                        help="load a plain Llama checkpoint into HuLlama classes (yes/no, the bare flag: yes; once, "
-                             "or per --model)")
-    parser.add_argument("--name", action="append", help="name of the model in the table (once per --model)")
-    parser.add_argument("--tokenizer", help="tokenizer folder for all models (default: each model's folder)")
-    parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), metavar="TASK",
-                        help=f"tasks (default: all eight): {', '.join(TASK_NAMES)}")
-    parser.add_argument("--data_dir", help="folder holding hart/ and commits/ (default: ../shared/data)")
-    parser.add_argument("--layer", type=int, default=-1,
-                        help="hidden_states index for message features: 0 = embeddings, i = layer i, -1 = last")
-    parser.add_argument("--message_context", default="auto", choices=MESSAGE_CONTEXTS,
-                        help="how a labelled message is read (auto: recurrent for HuLlama, none otherwise)")
-    parser.add_argument("--author_features", default="auto", choices=AUTHOR_SOURCES,
-                        help="author-task features (auto: state for HuLlama, messages otherwise)")
-    parser.add_argument("--block_size", type=int, help="tokens per block (default: each model's config)")
-    parser.add_argument("--max_blocks", type=int, help="keep at most this many blocks per author (default: all)")
-    parser.add_argument("--batch_size", type=int, default=4, help="authors or rows per forward pass")
-    parser.add_argument("--blocks_per_forward", type=int, default=16,
-                        help="recurrent blocks per forward pass, the state carried between them (bounds memory)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the logistic regressions")
-    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="weights' dtype when loading")
-    parser.add_argument("--output_dir", default="outputs/probe", help="where probe.json and probe.md are written")
-    args = parser.parse_args(argv)
+    parser = DataclassArgumentParser(ProbeArguments, prog="hullama-probe",
+                                     description=ProbeArguments.__doc__.split(":", 1)[1].strip())
+    (args,) = parser.parse(argv)
+    args.model = args.model_name_or_path
     check_common_args(parser, args, ("batch_size", "blocks_per_forward", "max_blocks"))
     n = len(args.model)
     adapters = [None if a in (None, "none") else a for a in _per_model(parser, args.adapter, n, "--adapter", None)]
     as_hullama = [a == "yes" for a in _per_model(parser, args.as_hullama, n, "--as_hullama", "no")]
     names = args.name or ([Path(m).name for m in args.model] if n > 1 else [Path(args.model[0]).name])
     if len(names) != n:
-        parser.error(f"--name is given {len(names)} times for {n} models: give it once per --model")
+        parser.error(f"--name has {len(names)} values for {n} models: give one per model")
     if len(set(names)) != n:
         names = [f"{i + 1}:{name}" for i, name in enumerate(names)]
     for task in args.tasks:
@@ -301,8 +311,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             get_task(task)
         except ValueError as e:
             parser.error(str(e))
-    from hullama.eval.features import load_model
     from tqdm.auto import tqdm
+
+    from hullama.eval.features import load_model
 
     try:
         tasks = {t: (get_task(t), load_task(t, args.data_dir)) for t in tqdm(args.tasks, desc="loading tasks")}

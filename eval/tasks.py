@@ -26,25 +26,24 @@ Python:
     splits = load_task("stance_abortion")             # {"train": Corpus, "dev": Corpus, "test": Corpus}
     splits = load_task("commit_region", "../shared/data")
 
-Command line (from the repository root; prints authors, messages and label counts of every split):
+Command line (prints authors, messages and label counts of every split):
     python eval/tasks.py
     python eval/tasks.py --data_dir ../shared/data --tasks stance_abortion commit_region --json tasks.json
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import argparse
 import difflib
 import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pandas as pd
 
+from hullama.command_line import DataclassArgumentParser
 from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES, Corpus, CorpusError, load_corpus, split_by_author
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -300,16 +299,21 @@ def describe(names: Sequence[str] = TASK_NAMES, data_dir: str | Path | None = No
     return out
 
 
+@dataclass
+class TasksArguments:
+    """eval/tasks.py: the downstream task registry; prints the authors, messages and label counts of every split."""
+
+    data_dir: str = field(default=str(DEFAULT_DATA_DIR), metadata={
+        "help": "Folder holding hart/ and commits/ (default: ../shared/data next to the repository)."})
+    tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES), metadata={
+        "help": f"Tasks to load (default: all): {', '.join(TASK_NAMES)}."})
+    json: str | None = field(default=None, metadata={"help": "Also write the summary to this JSON file."})
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Examples:\n" + __doc__.split("Command line")[1].split("\n", 1)[1])
-    parser.add_argument("--data_dir", default=str(DEFAULT_DATA_DIR),
-                        help="folder holding hart/ and commits/ (default: ../shared/data next to the repository)")
-    parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), metavar="TASK",
-                        help=f"tasks to load (default: all): {', '.join(TASK_NAMES)}")
-    parser.add_argument("--json", help="also write the summary to this JSON file")
-    args = parser.parse_args(argv)
+    parser = DataclassArgumentParser(TasksArguments, prog="tasks.py",
+                                     description=TasksArguments.__doc__.split(":", 1)[1].strip())
+    (args,) = parser.parse(argv)
     from tqdm.auto import tqdm
 
     for name in args.tasks:

@@ -1,10 +1,14 @@
-"""Command-line helpers every HuLlama script shares: the one-line user error, and argparse without abbreviations."""
+"""Command-line helpers every HuLlama script shares: the one-line user error, and dataclass arguments parsed with
+transformers' HfArgumentParser without abbreviations, repeated flags or tracebacks."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+from transformers import HfArgumentParser
 
 
 class ArgumentError(ValueError):
@@ -21,6 +25,38 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+class DataclassArgumentParser(HfArgumentParser):
+    """HfArgumentParser for HuLlama's evaluation commands: the flags and their help come from dataclasses (as for
+    training), no flag is abbreviated (`--batch 8` is not `--batch_size 8`), a flag given twice is refused rather
+    than the last one silently kept, and an error is one line, `prog: error: message`, exit status 2."""
+
+    def __init__(self, dataclass_types, **kwargs):
+        super().__init__(dataclass_types, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+    def parse(self, argv: Sequence[str] | None = None) -> tuple:
+        """The command line (default: sys.argv) as one instance of each dataclass."""
+        argv = list(sys.argv[1:] if argv is None else argv)
+        seen: dict[str, str] = {}
+        for token in argv:
+            action = self._option_string_actions.get(token.split("=", 1)[0]) if token.startswith("--") else None
+            if action is not None and action.dest in seen:
+                self.error(f"{action.option_strings[0]} is given twice ({seen[action.dest]} and {token}): give it once, "
+                           "with every value after it")
+            if action is not None:
+                seen[action.dest] = token
+        try:
+            return self.parse_args_into_dataclasses(args=argv)
+        except ValueError as error:
+            unused = str(error).partition("not used by the HfArgumentParser: ")[2]
+            if unused:
+                self.error(f"unknown arguments {unused}: spell every argument out in full")
+            raise
 
 
 def check_common_args(parser: argparse.ArgumentParser, args, counts: tuple[str, ...]) -> None:

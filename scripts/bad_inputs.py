@@ -641,8 +641,8 @@ def _trained_model(folder: Path) -> str:
         import torch
 
         from configuration_hullama import HuLlamaConfig
-        from modeling_hullama import HuLlamaForCausalLM
         from hullama.data.tokenizer import train_byte_bpe
+        from modeling_hullama import HuLlamaForCausalLM
 
         path = Path(tempfile.mkdtemp(prefix="hullama-bad-inputs-")) / "model"
         tokenizer = train_byte_bpe((r["message"] for r in corpus_rows(40, 10)), vocab_size=300)

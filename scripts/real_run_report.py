@@ -15,7 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 VARIANT_ORDER = ("recurrent", "recurrent_zeroed_state", "in_context", "none")
 
 

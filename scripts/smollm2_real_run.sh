@@ -65,8 +65,8 @@ fi
 
 if stage probe; then  # the eight tasks, frozen features + a linear model, base against HuLM-pre-trained
   timed probe python eval/probe.py --data_dir "$DATA" --tokenizer "$BASE" \
-    --model "$BASE" --as_hullama yes --adapter none --name SmolLM2-135M \
-    --model "$OUT/hulm/hullama-base" --as_hullama yes --adapter "$OUT/hulm/recurrent" --name SmolLM2-135M-HuLM \
+    --model_name_or_path "$BASE" "$OUT/hulm/hullama-base" --as_hullama yes \
+    --adapter none "$OUT/hulm/recurrent" --name SmolLM2-135M SmolLM2-135M-HuLM \
     --block_size "$PROBE_BLOCK" --max_blocks "$PROBE_MAX_BLOCKS" --output_dir "$OUT/probe"
 fi
 

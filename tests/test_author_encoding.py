@@ -3,8 +3,8 @@
 
 import pytest
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config
 
+from conftest import perturb_state_modules, tiny_hullama_config
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaModel, author_inputs
 
 LAYOUTS = {"all_at_once": {}, "in_order": {"insert_layer": 1, "extract_layer": 2}}

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import tiny_hullama_config
 
+from conftest import tiny_hullama_config
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification
 
 

@@ -1,10 +1,10 @@
 """HuLlamaConfig: resolved defaults, lossless conversion from Llama, validation that names the field."""
 
 import pytest
-from conftest import tiny_hullama_config, tiny_llama_config
 from transformers import AutoConfig, LlamaConfig
 
 from configuration_hullama import AUTO_MAP, HuLlamaConfig
+from conftest import tiny_hullama_config, tiny_llama_config
 
 
 def test_depth_dependent_defaults_are_resolved():

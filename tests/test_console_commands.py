@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from conftest import tiny_hullama_config
-
 from modeling_hullama import HuLlamaForCausalLM
 
 BIN = Path(sys.executable).parent

@@ -8,12 +8,7 @@ import pandas as pd
 import pytest
 
 from hullama.data.corpus import (
-    SEMEVAL_SENTIMENT_ALIASES,
-    ColumnNames,
-    CorpusError,
-    CorpusFileNotFoundError,
-    load_corpus,
-    split_by_author,
+    SEMEVAL_SENTIMENT_ALIASES, ColumnNames, CorpusError, CorpusFileNotFoundError, load_corpus, split_by_author,
 )
 
 RECORDS = [

@@ -7,8 +7,8 @@ each decoding step embeds one new token.
 
 import pytest
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config
 
+from conftest import perturb_state_modules, tiny_hullama_config
 from modeling_hullama import HuLlamaForCausalLM
 
 MECHANISMS = ["query", "gate", "memory"]

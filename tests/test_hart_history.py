@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from scripts.hart_history import main
 from hullama.data.corpus import load_corpus
+from scripts.hart_history import main
 
 
 def _write(path, rows):

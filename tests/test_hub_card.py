@@ -7,22 +7,16 @@ import re
 import pytest
 import torch
 import yaml
-from conftest import perturb_state_modules, tiny_hullama_config
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
+from conftest import perturb_state_modules, tiny_hullama_config
+from hullama.data.blocks import Plan, layout_author
 from hullama.hub_card import (
-    check_llama3_naming,
-    compute_widget_examples,
-    copy_handler,
-    llama3_license,
-    render_card,
-    validate_card,
-    write_card,
+    check_llama3_naming, compute_widget_examples, copy_handler, llama3_license, render_card, validate_card, write_card,
 )
 from hullama.hub_card.handler import EndpointHandler
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification
-from hullama.data.blocks import Plan, layout_author
 
 BLOCK = 16
 LABELS = {0: "against", 1: "none", 2: "favor"}

@@ -14,17 +14,12 @@ import httpx2
 import pytest
 import torch
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 from safetensors.torch import save_file
 
-from tests.hub_server import HubServer, hub_server  # noqa: F401 - `hub_server` is a fixture
 from hullama.data.tokenizer import train_byte_bpe
+from tests.hub_server import HubServer, hub_server  # noqa: F401 - `hub_server` is a fixture
 
 # huggingface_hub's own LFS PUT passes `data=` to httpx2, which warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

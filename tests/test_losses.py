@@ -2,9 +2,9 @@
 
 import torch
 import torch.nn.functional as F
-from conftest import perturb_state_modules, tiny_hullama_config
 from torch.testing import assert_close
 
+from conftest import perturb_state_modules, tiny_hullama_config
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification
 
 

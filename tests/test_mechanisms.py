@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config
 from torch.testing import assert_close
 from transformers import LlamaForCausalLM
 
+from conftest import perturb_state_modules, tiny_hullama_config
 from modeling_hullama import CACHE_NAME, HuLlamaForCausalLM, HuLlamaForSequenceClassification
 
 MECHANISMS = ["query", "gate", "memory"]

@@ -8,9 +8,9 @@ tensor-parallel plan, RoPE scaling, base-model-prefix loads and mismatched heads
 
 import pytest
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config
 from torch.testing import assert_close
 
+from conftest import perturb_state_modules, tiny_hullama_config
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification, HuLlamaModel
 
 CLASSES = [HuLlamaModel, HuLlamaForCausalLM, HuLlamaForSequenceClassification]

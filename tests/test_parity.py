@@ -1,10 +1,10 @@
 """Before training, HuLlama computes exactly what its Llama base computes (litgpt-style parity)."""
 
 import torch
-from conftest import tiny_llama_config
 from torch.testing import assert_close
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification, LlamaModel
 
+from conftest import tiny_llama_config
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification, HuLlamaModel
 
 

@@ -11,25 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config, tiny_llama_config
 from torch.testing import assert_close
 
-from hullama.eval.perplexity import (
-    ZEROED,
-    TokenMismatchError,
-    TokenScores,
-    check_same_tokens,
-    evaluate_perplexity,
-    main,
-    paired_bootstrap,
-    perplexity_figure,
-    score_variants,
-    summarize,
-)
-from modeling_hullama import HuLlamaForCausalLM
+from conftest import perturb_state_modules, tiny_hullama_config, tiny_llama_config
 from hullama.data.blocks import build_blocks
 from hullama.data.corpus import load_corpus
 from hullama.data.synthetic import synthetic_corpus
+from hullama.eval.perplexity import (
+    ZEROED, TokenMismatchError, TokenScores, check_same_tokens, evaluate_perplexity, main, paired_bootstrap,
+    perplexity_figure, score_variants, summarize,
+)
+from modeling_hullama import HuLlamaForCausalLM
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = 48

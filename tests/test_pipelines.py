@@ -1,9 +1,9 @@
 """A saved HuLlama works in transformers' own pipelines (a plain text is one block from the initial state)."""
 
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config
 from transformers import pipeline
 
+from conftest import perturb_state_modules, tiny_hullama_config
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification
 
 

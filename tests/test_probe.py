@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config, tiny_llama_config
 from torch.testing import assert_close
 
+from conftest import perturb_state_modules, tiny_hullama_config, tiny_llama_config
+from hullama.data.corpus import load_corpus, split_by_author
+from hullama.data.synthetic import synthetic_corpus
+from hullama.data.tokenizer import train_byte_bpe
 from hullama.eval.features import Features, author_features, message_features
 from hullama.eval.probe import fit_probe, format_table, main, probe_tasks
 from hullama.eval.tasks import STANCE_LABELS, TaskSpec, load_task
 from modeling_hullama import HuLlamaForCausalLM
-from hullama.data.corpus import load_corpus, split_by_author
-from hullama.data.synthetic import synthetic_corpus
-from hullama.data.tokenizer import train_byte_bpe
 
 BLOCK = 64
 FRACTIONS = {"train": 0.5, "dev": 0.25, "test": 0.25}
@@ -184,16 +184,18 @@ def test_cli_two_models_on_registered_tasks(frame, tokenizer, models, tmp_path):
     data = tmp_path / "data"
     _write_task_files(data, frame)
     out = tmp_path / "out"
-    args = ["--model", str(tmp_path / "llama"), "--model", str(tmp_path / "hullama"), "--name", "base", "--name",
-            "hulm", "--tasks", "stance_abortion", "commit_first_year", "--data_dir", str(data), "--block_size",
+    args = ["--model_name_or_path", str(tmp_path / "llama"), str(tmp_path / "hullama"), "--name", "base", "hulm",
+            "--tasks", "stance_abortion", "commit_first_year", "--data_dir", str(data), "--block_size",
             str(BLOCK), "--max_blocks", "2", "--output_dir", str(out), "--device", "cpu"]
     results = main(args)
     assert json.loads((out / "probe.json").read_text()) == json.loads(json.dumps(results))
     table = (out / "probe.md").read_text()
     assert "| task | metric | base | hulm | hulm - base |" in table and "| commit_first_year | pearson_r |" in table
     assert results["models"]["hulm"]["hullama"] and not results["models"]["base"]["hullama"]
-    with pytest.raises(SystemExit):
-        main(args[:4] + ["--adapter", "none", "--adapter", "none", "--adapter", "none"])
+    with pytest.raises(SystemExit):  # three adapters for two models
+        main(args[:3] + ["--adapter", "none", "none", "none"])
+    with pytest.raises(SystemExit):  # a flag given twice is refused, not the last one kept
+        main(["--model", str(tmp_path / "llama"), "--model", str(tmp_path / "hullama")])
     with pytest.raises(SystemExit):
         main(args[:2] + ["--tasks", "no_such_task"])
 

@@ -3,8 +3,9 @@ and bitsandbytes' AVX512-BF16 repacking kept off so that saving after an eval fo
 
 import pytest
 import torch
-from conftest import tiny_hullama_config
 from torch.testing import assert_close
+
+from conftest import tiny_hullama_config
 
 pytest.importorskip("bitsandbytes")
 peft = pytest.importorskip("peft")

@@ -7,7 +7,10 @@ import shlex
 from configparser import ConfigParser
 from pathlib import Path
 
+from hullama.command_line import DataclassArgumentParser
 from hullama.eval.perplexity import build_parser as perplexity_parser
+from hullama.eval.probe import ProbeArguments
+from hullama.eval.tasks import TasksArguments
 from hullama.train.args import DataArguments, HubArguments, ModelArguments, _ArgumentsParser
 from hullama.train.huft import HuFTArguments, HuFTTrainingArguments
 from hullama.train.hulm import HuLMArguments, HuLMTrainingArguments
@@ -39,35 +42,14 @@ def _options(parser) -> set[str]:
 
 def known_flags() -> dict[str, set[str]]:
     """Every flag each script takes, from its own parser."""
-    import argparse
-
-    from hullama.eval import probe, tasks
-
-    def captured(main) -> set[str]:
-        seen = {}
-        original = argparse.ArgumentParser.parse_args
-
-        def capture(self, *args, **kwargs):
-            seen.update(self._option_string_actions)
-            raise SystemExit(0)
-
-        argparse.ArgumentParser.parse_args = capture
-        try:
-            main([])
-        except SystemExit:
-            pass
-        finally:
-            argparse.ArgumentParser.parse_args = original
-        return set(seen)
-
     return {
         "train/hulm.py": _options(_ArgumentsParser((ModelArguments, DataArguments, HuLMArguments, HubArguments,
                                                     HuLMTrainingArguments))),
         "train/huft.py": _options(_ArgumentsParser((ModelArguments, DataArguments, HuFTArguments, HubArguments,
                                                     HuFTTrainingArguments))),
         "eval/perplexity.py": _options(perplexity_parser()),
-        "eval/probe.py": captured(probe.main),
-        "eval/tasks.py": captured(tasks.main),
+        "eval/probe.py": _options(DataclassArgumentParser(ProbeArguments)),
+        "eval/tasks.py": _options(DataclassArgumentParser(TasksArguments)),
     }
 
 

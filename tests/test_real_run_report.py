@@ -6,8 +6,8 @@ from huggingface_hub import ModelCard
 
 from hullama.eval import perplexity
 from hullama.hub_card import validate_card
-from scripts.real_run_report import main as report
 from hullama.train import huft, hulm
+from scripts.real_run_report import main as report
 
 TINY = ["--synthetic_authors", "16", "--synthetic_messages", "6", "--num_train_epochs", "1", "--scratch_vocab_size",
         "300", "--scratch_hidden_size", "32", "--scratch_layers", "2", "--scratch_heads", "2", "--block_size", "32",

@@ -9,10 +9,10 @@ import sys
 import textwrap
 
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config
 from transformers import LlamaForCausalLM
 
 import modeling_hullama
+from conftest import perturb_state_modules, tiny_hullama_config
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification
 
 CHILD = textwrap.dedent(

@@ -5,14 +5,14 @@ import json
 import datasets
 import pytest
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from modeling_hullama import HuLlamaForCausalLM
+from conftest import perturb_state_modules, tiny_hullama_config
 from hullama.train.batches import padding_index
 from hullama.train.schedule import AuthorStreamBatches, StateCarrier, chunk_authors
+from modeling_hullama import HuLlamaForCausalLM
 
 
 @settings(max_examples=40, deadline=None)

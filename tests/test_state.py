@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config
 from torch.testing import assert_close
 
+from conftest import perturb_state_modules, tiny_hullama_config
 from modeling_hullama import HuLlamaForCausalLM
-
 
 # The default layout (extract below insert) runs all blocks in one batch; HaRT's (extract above insert) runs them in
 # order. Every state property must hold for both.

@@ -4,13 +4,13 @@ summaries are exactly the ones that drove the recurrence, block by block."""
 import numpy as np
 import pytest
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config
 from torch.testing import assert_close
 
 from benchmarks.state_diversity import collect, diversity
-from modeling_hullama import HuLlamaForCausalLM
+from conftest import perturb_state_modules, tiny_hullama_config
 from hullama.data.corpus import load_corpus
 from hullama.data.synthetic import synthetic_corpus
+from modeling_hullama import HuLlamaForCausalLM
 
 
 def test_author_r2_against_its_chance_level():

@@ -10,21 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hullama.eval.metrics import METRIC_NAMES
-from hullama.eval.tasks import (
-    REGIONS,
-    TASK_NAMES,
-    TASKS,
-    UnknownTaskError,
-    derive_author_labels,
-    get_task,
-    label_counts,
-    load_task,
-    main,
-    region_of_offset,
-)
 from hullama.data.blocks import build_blocks
 from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES
+from hullama.eval.metrics import METRIC_NAMES
+from hullama.eval.tasks import (
+    REGIONS, TASK_NAMES, TASKS, UnknownTaskError, derive_author_labels, get_task, label_counts, load_task, main,
+    region_of_offset,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.hub_server import hub_server  # noqa: F401 - `hub_server` is a fixture
 from hullama.train.hub import HubPushError, push_training_output
+from tests.hub_server import hub_server  # noqa: F401 - `hub_server` is a fixture
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 ROOT = Path(__file__).resolve().parents[1]

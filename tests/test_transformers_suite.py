@@ -22,9 +22,9 @@ if not (upstream_suite.suite_dir() / upstream_suite.PACKAGE).is_dir():
 import sys  # noqa: E402
 
 sys.path.insert(0, str(upstream_suite.suite_dir()))
+from transformers.models.auto import configuration_auto, modeling_auto  # noqa: E402
 from transformers_common_tests.test_configuration_common import ConfigTester  # noqa: E402
 from transformers_common_tests.test_modeling_common import ModelTesterMixin, ids_tensor  # noqa: E402
-from transformers.models.auto import configuration_auto, modeling_auto  # noqa: E402
 
 from configuration_hullama import HuLlamaConfig  # noqa: E402
 from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification, HuLlamaModel  # noqa: E402

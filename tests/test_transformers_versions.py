@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import perturb_state_modules, tiny_hullama_config
 from packaging.specifiers import SpecifierSet
 from torch.testing import assert_close
 from transformers import __version__ as transformers_version
 from transformers.cache_utils import Cache
 
 import configuration_hullama
+from conftest import perturb_state_modules, tiny_hullama_config
 from modeling_hullama import CACHE_NAME, HuLlamaForCausalLM
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from hullama.command_line import ArgumentError
-from hullama.train.args import RunArguments, explicitly_set, parse_args, resolved_args
 from hullama.data.corpus import CorpusError
+from hullama.train.args import RunArguments, explicitly_set, parse_args, resolved_args
 from hullama.train.hub import HubPushError
 
 # Errors a user can fix from the command line: printed as one line, exit status 2, no traceback.

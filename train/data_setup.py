@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from hullama.train.args import DataArguments, split_paths
 from hullama.data.corpus import ColumnNames, Corpus, CorpusError, NamedDataset, load_corpus, split_by_author
 from hullama.data.synthetic import synthetic_corpus
+from hullama.train.args import DataArguments, split_paths
 
 
 def column_names(data_args: DataArguments, with_label: bool) -> ColumnNames:

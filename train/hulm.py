@@ -25,16 +25,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hullama.train  # noqa: F401  (first: it quiets a bitsandbytes import-time line)
+import hullama.train  # noqa: F401 isort: skip  (first: it quiets a bitsandbytes import-time line)
 from transformers import set_seed
 from transformers.trainer_utils import SchedulerType
 
 from hullama.command_line import ArgumentError
+from hullama.data.blocks import VARIANTS, BlockConfig, build_blocks
 from hullama.train.args import (
     DataArguments, HubArguments, HuLlamaTrainingArguments, ModelArguments, hullama_default, record_effective_settings,
     save_run_args,
 )
-from hullama.data.blocks import VARIANTS, BlockConfig, build_blocks
 from hullama.train.cli import resume_point, run_cli
 from hullama.train.data_setup import load_corpora
 from hullama.train.hub import push_training_output

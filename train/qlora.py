@@ -15,9 +15,9 @@ import torch
 from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedTokenizerBase
 
 from configuration_hullama import HuLlamaConfig
-from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification, keep_cpu_4bit_weights_unpacked
 from hullama.command_line import ArgumentError
 from hullama.train.args import ModelArguments
+from modeling_hullama import HuLlamaForCausalLM, HuLlamaForSequenceClassification, keep_cpu_4bit_weights_unpacked
 
 LLAMA_MODEL_TYPES = ("llama", "hullama")
 # A folder holding any of these holds a tokenizer.

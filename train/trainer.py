@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +28,8 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from hullama.train.qlora import FULLY_TRAINED_MODULES
 from hullama.train.batches import EpochBatchesLoader, PaddedRows, TokenBudgetBatches
+from hullama.train.qlora import FULLY_TRAINED_MODULES
 from hullama.train.schedule import STREAM_COLUMNS, AuthorStreamBatches, StateCarrier
 
 # In every checkpoint of a streaming run: each author's carried state (train/schedule.py, StateCarrier.state_dict).
