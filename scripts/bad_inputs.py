@@ -698,8 +698,13 @@ def _entry(name: str) -> Callable[[list[str]], object]:
         from hullama.eval.perplexity import main
     elif name == "probe":
         from hullama.eval.probe import main
-    else:
-        from benchmarks.study_state import main
+    else:  # a script of the checkout, not of the package: loaded from its file
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("study_state", ROOT / "benchmarks" / "study_state.py")
+        study_state = sys.modules.setdefault("study_state", importlib.util.module_from_spec(spec))
+        spec.loader.exec_module(study_state)  # registered first: its dataclasses look their module up
+        main = study_state.main
     return main
 
 
