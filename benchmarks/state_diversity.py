@@ -57,33 +57,19 @@ def collect(model, tokenizer, corpus, *, block_size: int, max_blocks: int | None
     parts = model_parts(model)
     if not parts.hullama:
         raise ValueError("the model has no author state: load it as a HuLlama model (--as_hullama)")
-    # Patched on the very object the decoder calls (a peft wrapper, for an adapter), so the recording sees every call.
-    state_module = parts.backbone.author_state
-    recorded: list[torch.Tensor] = []
-    advance = state_module.advance
-
-    def recording_advance(state, summary):  # the block summary, as the recurrence receives it (before its norm)
-        recorded.append(summary.detach().float().cpu())
-        return advance(state, summary)
-
-    state_module.advance = recording_advance
     data = build_blocks(corpus, tokenizer, variant="recurrent", task="lm", block_size=block_size,
                         max_blocks=max_blocks, cache_dir=None)
     rows, collate = data.dataset.to_list(), data.collator()
     summaries, states, authors = [], [], []
-    try:
-        for first, chunk in enumerate(_batches(rows, batch_size)):
-            recorded.clear()
-            batch = collate(chunk)
-            for _, _, out in recurrent_chunks(parts, batch):
-                real = out.block_mask.cpu()  # [b, K]
-                author = torch.arange(real.shape[0]).unsqueeze(1).expand_as(real) + first * batch_size
-                states.append(out.author_states.float().cpu()[real])
-                authors.append(author[real])
-                per_block = torch.stack(recorded[-real.shape[1]:], 1)  # one advance call per block: [b, K, H]
-                summaries.append(per_block[real])
-    finally:
-        del state_module.advance  # the class method again
+    for first, chunk in enumerate(_batches(rows, batch_size)):
+        batch = collate(chunk)
+        for _, _, out in recurrent_chunks(parts, batch):
+            real = out.block_mask.cpu()  # [b, K]
+            author = torch.arange(real.shape[0]).unsqueeze(1).expand_as(real) + first * batch_size
+            states.append(out.author_states.float().cpu()[real])
+            authors.append(author[real])
+            # each block's summary as the recurrence receives it (before its norm): [b, K, H]
+            summaries.append(out.block_summaries.float().cpu()[real])
     return torch.cat(summaries).numpy(), torch.cat(states).numpy(), torch.cat(authors).numpy()
 
 

@@ -61,6 +61,7 @@ WORKER = textwrap.dedent(
                   "scale": {n: float(expected[n].abs().max()) for n in expected}}
         with open(sys.argv[2], "w") as f:
             json.dump(report, f)
+    dist.barrier()  # rank 1 waits for rank 0's reference: a process group torn down unevenly can abort
     dist.destroy_process_group()
     """
 )
