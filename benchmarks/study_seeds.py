@@ -13,13 +13,10 @@ run's interval (over authors only) does not show.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
 import argparse
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 

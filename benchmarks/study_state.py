@@ -61,11 +61,6 @@ training author in an epoch; the report gives the steps, epochs and the tokens a
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
 import argparse
 import gc
 import hashlib
@@ -77,12 +72,15 @@ import platform
 import shlex
 import shutil
 import time
+import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from hullama.command_line import OneLineArgumentParser
 
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "commits"
 LAYOUTS = ("default", "low-extract")
 BASELINES = ("none", "in_context")

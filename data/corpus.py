@@ -44,7 +44,7 @@ import pandas as pd
 TASKS = ("lm", "message", "author")
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq")
 
-# SemEval-2013 sentiment has five label strings for three classes (data/README.md).
+# SemEval-2013 sentiment has five label strings for three classes (the sentiment task, eval/tasks.py).
 SEMEVAL_SENTIMENT_ALIASES = {"objective": "neutral", "objective-OR-neutral": "neutral"}
 
 # Text some tools write for a missing value: as a class name it would silently become a class of its own.

