@@ -1,14 +1,14 @@
 """Pool one recurrent run of the state study over seeds: seed-averaged perplexities and paired-bootstrap intervals.
 
-Each study folder (benchmarks/study_state.py --output_dir, one per --seed) holds per-token scores of none, in_context
-and the recurrent run (runs/<run>/study_scores.npz). For every variant this averages each token's NLL over the seeds
-(the seeds must have scored exactly the same tokens, which is checked), then reports on blocks 2+ the study's
-criterion on those averages: recurrent - in_context and recurrent - zeroed state, with 95 % intervals resampling
-authors (eval.perplexity.paired_bootstrap). Averaging over seeds removes part of the training noise that a single
-run's interval (over authors only) does not show.
+Each study folder holds the study's train/hulm.py runs under one seed (benchmarks/state_study/ run files with another
+`seed` and `output_dir`), each run folder with its per-token held-out scores. For every variant this averages each
+token's NLL over the seeds (the seeds must have scored exactly the same tokens, which is checked), then reports on
+blocks 2+ the study's criterion on those averages: recurrent - in_context and recurrent - zeroed state, with 95 %
+intervals resampling authors (eval.perplexity.paired_bootstrap). Averaging over seeds removes part of the training
+noise that a single run's interval (over authors only) does not show.
 
-    python benchmarks/study_seeds.py outputs/study-numpy-block32 outputs/study-numpy-block32-seed43 \\
-        --run recurrent-gate-lr3-stagger-learnrec-normupd
+    python benchmarks/study_seeds.py outputs/state_study/tweets_block32 outputs/state_study/tweets_block32_seed43 \\
+        --run gate
 """
 
 from __future__ import annotations
@@ -20,30 +20,25 @@ from pathlib import Path
 
 import numpy as np
 
-from hullama.eval.perplexity import paired_bootstrap
+from hullama.eval.perplexity import load_run_scores, paired_bootstrap
 
 TOKEN_COLUMNS = ("author", "position", "token", "block")
 
 
 def load_study(folder: Path, run: str) -> dict[str, np.ndarray]:
     """The token columns and the NLL of none, in_context, recurrent and recurrent_zeroed of one study folder."""
-    columns: dict[str, np.ndarray] = {}
-    for name in ("none", "in_context", run):
-        path = folder / "runs" / name / "study_scores.npz"
-        if not path.is_file():
-            raise SystemExit(f"{path} is missing: score the study first (benchmarks/study_state.py without "
-                             "--train_only)")
-        arrays = np.load(path)
-        for column in TOKEN_COLUMNS:
-            if column in columns and not np.array_equal(columns[column], arrays[column]):
-                raise SystemExit(f"{path} scored other tokens than the other runs of {folder}")
-            columns[column] = arrays[column]
-        for key in (k for k in arrays.files if k.startswith("nll/")):
-            variant = key[len("nll/"):]
-            if name == run:
-                variant = "recurrent_zeroed" if variant.endswith("_zeroed_state") else "recurrent"
-            columns[f"nll/{variant}"] = arrays[key]
-    return columns
+    runs = sorted(path for path in folder.iterdir() if (path / "held_out_scores.npz").is_file())
+    try:
+        merged = load_run_scores(runs)
+    except (ValueError, AssertionError) as e:
+        raise SystemExit(f"{folder}: {str(e).splitlines()[0]}") from None
+    label = f"recurrent[{run}]"
+    wanted = {"none": "none", "in_context": "in_context", "recurrent": label, "recurrent_zeroed": f"{label}_zeroed_state"}
+    missing = [name for name in wanted.values() if name not in merged.nll]
+    if missing:
+        raise SystemExit(f"{folder} has no scores of {', '.join(missing)}: train its runs (the baselines and {run})")
+    return {**{column: getattr(merged, column) for column in TOKEN_COLUMNS},
+            **{f"nll/{variant}": merged.nll[name] for variant, name in wanted.items()}}
 
 
 def pool(folders: list[Path], run: str, samples: int = 1000, seed: int = 0) -> dict:
@@ -76,7 +71,7 @@ def pool(folders: list[Path], run: str, samples: int = 1000, seed: int = 0) -> d
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("studies", nargs="+", type=Path, help="study folders of the same study under other --seed")
-    parser.add_argument("--run", required=True, help="the recurrent run's folder name under runs/")
+    parser.add_argument("--run", required=True, help="the recurrent run's folder name in each study folder")
     parser.add_argument("--bootstrap_samples", type=int, default=1000)
     args = parser.parse_args(argv)
     report = pool(args.studies, args.run, samples=args.bootstrap_samples)

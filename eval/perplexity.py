@@ -84,6 +84,61 @@ class TokenScores:
     seconds: dict[str, float]
     skipped: dict[str, str]
 
+    def save(self, path: str | Path) -> Path:
+        """Write to `path` (.npz: the arrays; a .json beside it: the names), so that runs scored apart can be
+        compared token by token later (benchmarks/study_report.py)."""
+        path = Path(path).with_suffix(".npz")
+        np.savez(path, author=self.author, position=self.position, token=self.token, history=self.history,
+                 block=self.block, **{f"nll/{v}": x for v, x in self.nll.items()})
+        path.with_suffix(".json").write_text(json.dumps({"authors": self.authors, "variants": list(self.nll),
+                                                         "seconds": self.seconds, "skipped": self.skipped}))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TokenScores":
+        path = Path(path).with_suffix(".npz")
+        meta, arrays = json.loads(path.with_suffix(".json").read_text()), np.load(path)
+        return cls(meta["authors"], arrays["author"], arrays["position"], arrays["token"], arrays["history"],
+                   arrays["block"], {v: arrays[f"nll/{v}"] for v in meta["variants"]}, meta["seconds"],
+                   meta["skipped"])
+
+    def renamed(self, names: dict[str, str]) -> "TokenScores":
+        """The same scores with variants renamed (`names`: old -> new; others keep their name)."""
+        rename = lambda table: {names.get(k, k): v for k, v in table.items()}  # noqa: E731
+        return replace(self, nll=rename(self.nll), seconds=rename(self.seconds), skipped=rename(self.skipped))
+
+
+def merge_token_scores(scores: list[TokenScores]) -> TokenScores:
+    """One TokenScores over every variant of several, after checking that they all predicted the same tokens of the
+    same authors and that no variant name repeats."""
+    names = [name for s in scores for name in s.nll]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"variants {repeated} come from more than one of the scores merged")
+    if any(s.authors != scores[0].authors for s in scores):
+        raise ValueError("the scores merged are of different held-out authors")
+    check_same_tokens({name: (s.author, s.position, s.token) for s in scores for name in s.nll})
+    if any(not np.array_equal(s.block, scores[0].block) for s in scores):
+        raise ValueError("the scores merged cut the authors' streams into different blocks (another block_size?): "
+                         "their block-by-block breakdowns cannot be compared")
+    return replace(scores[0], nll={k: v for s in scores for k, v in s.nll.items()},
+                   seconds={k: v for s in scores for k, v in s.seconds.items()},
+                   skipped={k: v for s in scores for k, v in s.skipped.items()})
+
+
+def load_run_scores(folders: list[Path]) -> TokenScores:
+    """The held-out scores of several train/hulm.py runs (each folder's held_out_scores.npz) as one TokenScores, a
+    run's recurrent variants named after its folder (`recurrent[<folder>]`, `recurrent[<folder>]_zeroed_state`);
+    the runs must have scored the same tokens, cut into the same blocks."""
+    scores = []
+    for folder in map(Path, folders):
+        if not (folder / "held_out_scores.npz").is_file():
+            raise ValueError(f"{folder} has no held_out_scores.npz: train it with train/hulm.py first")
+        label = f"recurrent[{folder.name}]"
+        scores.append(TokenScores.load(folder / "held_out_scores.npz").renamed(
+            {"recurrent": label, ZEROED: f"{label}_zeroed_state"}))
+    return merge_token_scores(scores)
+
 
 # ------------------------------------------------------------------------------------------------ scoring
 

@@ -439,12 +439,10 @@ def _cases() -> list[Case]:
         entry="probe", expect="--block")
     add("probe-model-missing", "--model /nonexistent", lambda f: ["--model", "/nonexistent"], entry="probe",
         expect="/nonexistent")
-    add("study-mechanism", "--mechanisms bogus", lambda f: ["--mechanisms", "bogus"], entry="study",
-        expect="bogus")
-    add("study-abbrev", "--mech gate (an abbreviated flag)", lambda f: ["--mech", "gate"], entry="study",
-        expect="--mech")
-    add("study-layers-zero", "--layers 0", lambda f: ["--layers", "0"], entry="study", expect="--layers")
-    add("study-device", "--device tpu", lambda f: ["--device", "tpu"], entry="study", expect="--device")
+    add("study-untrained-run", "a run folder with no held-out scores", lambda f: [str(_empty_dir(f))], entry="study",
+        expect="held_out_scores.npz")
+    add("study-abbrev", "--bootstrap 10 (an abbreviated flag)", lambda f: [str(_empty_dir(f)), "--bootstrap", "10"],
+        entry="study", expect="--bootstrap")
 
     # -- found by trying the package as a new user would (2026-11-30)
     add("hulm-dashed-learning-rate", "--learning-rate 0.01 (the dashed spelling --help shows) from scratch",
@@ -701,10 +699,10 @@ def _entry(name: str) -> Callable[[list[str]], object]:
     else:  # a script of the checkout, not of the package: loaded from its file
         import importlib.util
 
-        spec = importlib.util.spec_from_file_location("study_state", ROOT / "benchmarks" / "study_state.py")
-        study_state = sys.modules.setdefault("study_state", importlib.util.module_from_spec(spec))
-        spec.loader.exec_module(study_state)  # registered first: its dataclasses look their module up
-        main = study_state.main
+        spec = importlib.util.spec_from_file_location("study_report", ROOT / "benchmarks" / "study_report.py")
+        study_report = sys.modules.setdefault("study_report", importlib.util.module_from_spec(spec))
+        spec.loader.exec_module(study_report)  # registered first: dataclasses look their module up
+        main = study_report.main
     return main
 
 

@@ -44,6 +44,7 @@ from hullama.train.schedule import AUTHOR_DRAWS, StreamCollator, chunk_authors
 from hullama.train.trainer import HuLMTrainer
 
 SCRIPT = "hulm.py"
+HELD_OUT_SCORES = "held_out_scores.npz"  # every variant's per-token held-out NLL, on the same tokens
 @dataclass
 class HuLMTrainingArguments(HuLlamaTrainingArguments):
     """TrainingArguments with hulm.py's defaults."""
@@ -228,7 +229,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
     if main_process:
         from hullama.eval.perplexity import format_results
 
-        results = {"block_size": block_size, "corpus": held_out.source, **compare_variants(scores)}
+        results = {"block_size": block_size, "corpus": held_out.source, **compare_variants(scores, output_dir)}
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
         print("\nheld-out perplexity (every variant scored on the same predicted tokens):")
         print(format_results(results))
@@ -254,16 +255,14 @@ def held_out_scores(model, corpus, tokenizer, block_size, variant, data_args, ar
                           variants=[variant], batch_size=args.per_device_eval_batch_size, device=args.device)
 
 
-def compare_variants(scores: list) -> dict:
-    """One report over the variants' models: perplexities and paired bootstraps, on the same checked tokens."""
-    from dataclasses import replace
+def compare_variants(scores: list, output_dir: Path | None = None) -> dict:
+    """One report over the variants' models: perplexities and paired bootstraps, on the same checked tokens; the
+    per-token scores are kept in `output_dir`/held_out_scores.npz (benchmarks/study_report.py compares runs)."""
+    from hullama.eval.perplexity import merge_token_scores, summarize
 
-    from hullama.eval.perplexity import check_same_tokens, summarize
-
-    check_same_tokens({name: (s.author, s.position, s.token) for s in scores for name in s.nll})
-    merged = replace(scores[0], nll={k: v for s in scores for k, v in s.nll.items()},
-                     seconds={k: v for s in scores for k, v in s.seconds.items()},
-                     skipped={k: v for s in scores for k, v in s.skipped.items()})
+    merged = merge_token_scores(scores)
+    if output_dir is not None:
+        merged.save(output_dir / HELD_OUT_SCORES)
     return summarize(merged)
 
 
