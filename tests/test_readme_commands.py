@@ -12,8 +12,9 @@ from hullama.eval.perplexity import build_parser as perplexity_parser
 from hullama.eval.probe import ProbeArguments
 from hullama.eval.tasks import TasksArguments
 from hullama.train.args import DataArguments, HubArguments, ModelArguments, _ArgumentsParser
-from hullama.train.huft import HuFTArguments, HuFTTrainingArguments
-from hullama.train.hulm import HuLMArguments, HuLMTrainingArguments
+from hullama.train.huft import HuFTArguments
+from hullama.train.hulm import HuLMArguments
+from hullama.train.training_args import HuFTTrainingArguments, HuLMTrainingArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

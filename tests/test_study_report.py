@@ -11,6 +11,7 @@ from benchmarks import study_report
 from hullama.data.synthetic import synthetic_corpus
 from hullama.train import hulm
 from hullama.train.args import DataArguments, HubArguments, ModelArguments, _ArgumentsParser
+from hullama.train.training_args import HuLMTrainingArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"scratch_hidden_size": 64, "scratch_layers": 2, "scratch_heads": 2, "scratch_vocab_size": 300,
@@ -68,7 +69,7 @@ def test_runs_on_other_tokens_or_without_baselines_are_refused(trained, capsys):
 
 def test_the_studys_run_files_name_only_what_hulm_takes():
     options = _ArgumentsParser((ModelArguments, DataArguments, hulm.HuLMArguments, HubArguments,
-                                hulm.HuLMTrainingArguments))._option_string_actions
+                                HuLMTrainingArguments))._option_string_actions
     files = sorted((ROOT / "benchmarks" / "state_study").rglob("*.yaml"))
     assert len(files) >= 6
     for path in files:

@@ -12,16 +12,15 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser, TrainingArguments
-from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+from transformers import HfArgumentParser
 
-from configuration_hullama import STATE_MECHANISMS, STATE_POOLINGS
 from hullama.command_line import ArgumentError
-from hullama.data.tokenizer import MIN_VOCAB_SIZE
 
 QUANTIZATIONS = ("nf4", "int8", "none")
 VARIANTS = ("recurrent", "in_context", "none")
 DATA_CACHES = ("hf_home", "output_dir", "off")
+AUTHOR_DRAWS = ("uniform", "remaining")  # how the streaming schedule draws a step's authors (train/schedule.py)
+LABEL_ALIASES = ("none", "semeval_sentiment")  # canonical class names for fine-tuning (huft.py)
 LLAMA_LINEAR_MODULES = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
@@ -107,6 +106,10 @@ class ModelArguments:
             raise ArgumentError(f"--state_lr_scale {self.state_lr_scale} is invalid: it must be > 0")
         if self.base_model is None and self.adapter is None and self.quantization in ("nf4", "int8"):  # an adapter names its base
             raise ArgumentError("--quantization needs --base_model: a model built from scratch is trained in full")
+        # imported here, not at the top: the model code imports torch, which --help does not need
+        from configuration_hullama import STATE_MECHANISMS, STATE_POOLINGS
+        from hullama.data.tokenizer import MIN_VOCAB_SIZE
+
         if self.state_mechanism is not None and self.state_mechanism not in STATE_MECHANISMS:
             raise ArgumentError(f"--state_mechanism {self.state_mechanism!r} is unknown: choose one of "
                                 f"{', '.join(STATE_MECHANISMS)}")
@@ -239,31 +242,6 @@ class DataArguments:
         return {"hf_home": True, "output_dir": Path(output_dir) / "data_cache", "off": None}[self.data_cache]
 
 
-def hullama_default(value, why: str):
-    """A TrainingArguments field with HuLlama's default, its help saying so."""
-    return field(default=value, metadata={"help": f"{why} (HuLlama's default: {value})."})
-
-
-@dataclass
-class HuLlamaTrainingArguments(TrainingArguments):
-    """transformers' TrainingArguments with the defaults both HuLlama training scripts share (as trl's SFTConfig sets
-    its own); each script's subclass sets the rest. An explicit flag or run-file value still wins."""
-
-    per_device_train_batch_size: int = hullama_default(8, "Authors (recurrent) per step and process")
-    per_device_eval_batch_size: int = hullama_default(8, "Evaluation batch size per process")
-    learning_rate: float = hullama_default(2e-4, "Learning rate of LoRA (a model from scratch: 2e-3 unless set)")
-    warmup_steps: float = hullama_default(0.05, "Warmup: a number of steps, or below 1 a share of them")
-    weight_decay: float = hullama_default(0.01, "Weight decay")
-    logging_steps: float = hullama_default(10, "Log every N steps")
-    eval_strategy: IntervalStrategy | str = hullama_default("epoch", "When to evaluate: no, steps or epoch")
-    save_strategy: SaveStrategy | str = hullama_default("epoch", "When to save a checkpoint: no, steps, epoch or best")
-    save_total_limit: int | None = hullama_default(2, "Checkpoints kept")
-    report_to: None | str | list[str] = hullama_default("none", "Loggers to report to (tensorboard, wandb, ...)")
-    # the collators need every column the Trainer would drop
-    remove_unused_columns: bool = hullama_default(False, "Drop dataset columns the model's forward does not name")
-    seed: int = hullama_default(42, "Seed of the model's initialisation, the data order and the split")
-
-
 @dataclass
 class HubArguments:
     hub_private: bool = field(
@@ -303,6 +281,26 @@ def parse_args(argument_classes: tuple, argv: list[str] | None = None):
         if unused:  # transformers' wording, for an unknown (or abbreviated) flag or run-file key
             raise ArgumentError(f"unknown arguments {unused}: spell every argument out in full (see --help)") from None
         raise
+
+
+TRAINING_OPTIONS_HELP = """training options:
+  Every flag of transformers' TrainingArguments (--learning_rate, --num_train_epochs, --max_steps,
+  --per_device_train_batch_size, --gradient_accumulation_steps, --bf16, --gradient_checkpointing, --eval_strategy,
+  --save_strategy, --logging_steps, --report_to, --seed, --resume_from_checkpoint, --push_to_hub, --hub_model_id,
+  ...), several with HuLlama's own defaults. --help_all lists them all with their defaults (it takes a few seconds:
+  transformers imports torch, accelerate and peft for them)."""
+
+
+def quick_help(argument_classes: tuple, argv: list[str]) -> None:
+    """With -h/--help: print the script's own options (these classes import nothing heavy) and a note on the training
+    options, and exit; --help_all becomes the full --help, which lists every TrainingArguments flag too."""
+    if "--help_all" in argv:
+        argv[argv.index("--help_all")] = "--help"
+    elif "-h" in argv or "--help" in argv:
+        parser = _ArgumentsParser(argument_classes, allow_abbrev=False, epilog=TRAINING_OPTIONS_HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.print_help()
+        raise SystemExit(0)
 
 
 def is_run_file(argv: list[str]) -> bool:
@@ -351,7 +349,7 @@ def resolved_args(*parsed) -> dict:
     under "TrainingArguments")."""
     resolved = {}
     for args in parsed:
-        if isinstance(args, TrainingArguments):
+        if callable(getattr(args, "to_dict", None)):  # transformers' TrainingArguments (a script's subclass)
             resolved["TrainingArguments"] = args.to_dict()
         else:
             resolved[type(args).__name__] = asdict(args)

@@ -21,36 +21,16 @@ Outputs (under --output_dir): the best model or adapter with its head, `metrics.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hullama.train  # noqa: F401 isort: skip  (first: it quiets a bitsandbytes import-time line)
-from transformers import EarlyStoppingCallback, set_seed
-
 from hullama.command_line import ArgumentError
-from hullama.data.blocks import VARIANTS, BlockConfig, build_blocks
-from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES
 from hullama.train.args import (
-    DataArguments, HubArguments, HuLlamaTrainingArguments, ModelArguments, hullama_default, save_run_args,
+    LABEL_ALIASES, VARIANTS, DataArguments, HubArguments, ModelArguments, RunArguments, quick_help, save_run_args,
 )
-from hullama.train.cli import resume_point, run_cli
-from hullama.train.data_setup import load_corpora
-from hullama.train.hub import push_training_output
-from hullama.train.output import save_output, write_model_card
-from hullama.train.qlora import adapter_base, hullama_config, load_model, load_tokenizer, training_report
-from hullama.train.trainer import HuLMTrainer, classification_metrics
 
 SCRIPT = "huft.py"
-LABEL_ALIASES = {"none": None, "semeval_sentiment": SEMEVAL_SENTIMENT_ALIASES}
-@dataclass
-class HuFTTrainingArguments(HuLlamaTrainingArguments):
-    """TrainingArguments with huft.py's defaults."""
-
-    output_dir: str | None = hullama_default("outputs/huft", "Where the run's model, checkpoints and results go")
-    num_train_epochs: float = hullama_default(10, "Epochs (early stopping may end sooner)")
-    load_best_model_at_end: bool = hullama_default(True, "Keep the checkpoint that scored best on the held-out split")
-
-
 @dataclass
 class HuFTArguments:
     task: str = field(default="message", metadata={"help": "message (labels on messages inside the timeline) or "
@@ -89,11 +69,27 @@ class HuFTArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    quick_help((ModelArguments, DataArguments, HuFTArguments, HubArguments, RunArguments), argv)
+    from hullama.train.cli import run_cli  # the heavy imports, after the quick help
+    from hullama.train.training_args import HuFTTrainingArguments
+
     return run_cli(SCRIPT, (ModelArguments, DataArguments, HuFTArguments, HubArguments, HuFTTrainingArguments),
                    run, argv)
 
 
 def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
+    from transformers import EarlyStoppingCallback, set_seed
+
+    from hullama.data.blocks import BlockConfig, build_blocks
+    from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES
+    from hullama.train.cli import resume_point
+    from hullama.train.data_setup import load_corpora
+    from hullama.train.hub import push_training_output
+    from hullama.train.output import save_output, write_model_card
+    from hullama.train.qlora import adapter_base, hullama_config, load_model, load_tokenizer, training_report
+    from hullama.train.trainer import HuLMTrainer, classification_metrics
+
     set_seed(training_args.seed)
     push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
     if push and not hub_model_id:
@@ -117,7 +113,7 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
         else:
             train_corpus, held_out = load_corpora(
                 data_args, task=huft_args.task, seed=training_args.seed, regression=huft_args.regression,
-                label_aliases=LABEL_ALIASES[huft_args.label_aliases],
+                label_aliases={"none": None, "semeval_sentiment": SEMEVAL_SENTIMENT_ALIASES}[huft_args.label_aliases],
             )
     tokenizer = load_tokenizer(model_args, train_corpus.frame["message"].tolist())
     block_size = data_args.block_size or (128 if model_args.from_scratch else None)

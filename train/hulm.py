@@ -22,39 +22,18 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hullama.train  # noqa: F401 isort: skip  (first: it quiets a bitsandbytes import-time line)
-from transformers import set_seed
-from transformers.trainer_utils import SchedulerType
-
 from hullama.command_line import ArgumentError
-from hullama.data.blocks import VARIANTS, BlockConfig, build_blocks
 from hullama.train.args import (
-    DataArguments, HubArguments, HuLlamaTrainingArguments, ModelArguments, hullama_default, record_effective_settings,
-    save_run_args,
+    AUTHOR_DRAWS, VARIANTS, DataArguments, HubArguments, ModelArguments, RunArguments, quick_help,
+    record_effective_settings, save_run_args,
 )
-from hullama.train.cli import resume_point, run_cli
-from hullama.train.data_setup import load_corpora
-from hullama.train.hub import push_training_output
-from hullama.train.output import save_output, write_model_card
-from hullama.train.qlora import hullama_config, load_model, load_tokenizer, training_report
-from hullama.train.schedule import AUTHOR_DRAWS, StreamCollator, chunk_authors
-from hullama.train.trainer import HuLMTrainer
 
 SCRIPT = "hulm.py"
 HELD_OUT_SCORES = "held_out_scores.npz"  # every variant's per-token held-out NLL, on the same tokens
-@dataclass
-class HuLMTrainingArguments(HuLlamaTrainingArguments):
-    """TrainingArguments with hulm.py's defaults."""
-
-    output_dir: str | None = hullama_default("outputs/hulm", "Where the run's models, checkpoints and results go")
-    num_train_epochs: float = hullama_default(3, "Epochs")
-    lr_scheduler_type: SchedulerType | str = hullama_default("cosine", "Learning-rate schedule")
-    prediction_loss_only: bool = hullama_default(True, "Evaluate the loss only (perplexity)")
-
-
 @dataclass
 class HuLMArguments:
     variants: str = field(
@@ -121,6 +100,11 @@ class HuLMArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    quick_help((ModelArguments, DataArguments, HuLMArguments, HubArguments, RunArguments), argv)
+    from hullama.train.cli import run_cli  # the heavy imports, after the quick help
+    from hullama.train.training_args import HuLMTrainingArguments
+
     return run_cli(SCRIPT, (ModelArguments, DataArguments, HuLMArguments, HubArguments, HuLMTrainingArguments),
                    run, argv)
 
@@ -156,6 +140,17 @@ def rows_per_step(dataset, tokens: int) -> int:
 
 
 def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
+    from transformers import set_seed
+
+    from hullama.data.blocks import BlockConfig, build_blocks
+    from hullama.train.cli import resume_point
+    from hullama.train.data_setup import load_corpora
+    from hullama.train.hub import push_training_output
+    from hullama.train.output import save_output, write_model_card
+    from hullama.train.qlora import hullama_config, load_model, load_tokenizer, training_report
+    from hullama.train.schedule import StreamCollator, chunk_authors
+    from hullama.train.trainer import HuLMTrainer
+
     set_seed(training_args.seed)
     push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
     if push and not hub_model_id:

@@ -32,10 +32,10 @@ import datasets
 import torch
 from torch.utils.data import Sampler
 
+from hullama.train.args import AUTHOR_DRAWS
 from hullama.train.batches import padding_index
 
 STREAM_COLUMNS = ("author_index", "chunk_index")
-AUTHOR_DRAWS = ("uniform", "remaining")
 
 
 def chunk_authors(dataset: datasets.Dataset, blocks_per_step: int) -> datasets.Dataset:
