@@ -57,11 +57,11 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
+from hullama.data import VARIANTS
 from hullama.data.collator import IGNORE_INDEX, HuLMCollator
 from hullama.data.corpus import Corpus, DataReport
 from modeling_hullama import stream_blocks
 
-VARIANTS = ("recurrent", "in_context", "none")
 TRUNCATIONS = ("oldest", "newest", "labels")
 # Part of every cache key: bump it when the stream or the layout changes, so older cache files are not reused.
 LAYOUT_VERSION = "1"

@@ -28,9 +28,8 @@ import torch
 
 from hullama.data.blocks import IGNORE_INDEX, build_blocks
 from hullama.data.corpus import Corpus
+from hullama.eval.commands import AUTHOR_SOURCES, MESSAGE_CONTEXTS
 
-MESSAGE_CONTEXTS = ("auto", "recurrent", "in_context", "none")
-AUTHOR_SOURCES = ("auto", "state", "messages", "state+messages")
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -41,7 +41,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,12 @@ import datasets
 import numpy as np
 import torch
 
-from hullama.command_line import DataclassArgumentParser, check_common_args
+from hullama.command_line import check_common_args
 from hullama.data.blocks import IGNORE_INDEX, VARIANTS, build_blocks
 from hullama.data.corpus import Corpus
+from hullama.eval.commands import ALL_VARIANTS, ZEROED, perplexity_parser
 from hullama.eval.features import ModelParts, model_parts, recurrent_chunks
 
-ZEROED = "recurrent_zeroed_state"
-ALL_VARIANTS = (*VARIANTS, ZEROED)
 DEFAULT_HISTORY_BUCKETS = (0, 256, 1024)
 # (a, b) pairs compared by the bootstrap, when both were computed.
 COMPARISONS = (("recurrent", "in_context"), ("recurrent", ZEROED), ("recurrent", "none"), ("in_context", "none"))
@@ -534,54 +533,6 @@ def synthetic_heldout() -> Corpus:
     return replace(held_out, source=held_out.report.source)
 
 
-@dataclass
-class PerplexityArguments:
-    """hullama-perplexity (eval/perplexity.py): held-out perplexity of the author-context variants on the same tokens;
-    writes perplexity.json and perplexity.png to --output_dir."""
-
-    model_name_or_path: str = field(metadata={
-        "aliases": ["--model"], "help": "Folder of a HuLlama or Llama checkpoint (config.json); also --model."})
-    adapter: str | None = field(default=None, metadata={"help": "Folder of a PEFT adapter to apply on the model."})
-    tokenizer: str | None = field(default=None, metadata={"help": "Folder of the tokenizer (default: the model's)."})
-    as_hullama: bool = field(default=False, metadata={
-        "help": "Load a plain Llama checkpoint into HuLlama classes, so that recurrent can run (state untrained)."})
-    data: str = field(default="synthetic", metadata={
-        "help": "Corpus file (.jsonl/.csv/.tsv/.parquet) or folder; synthetic (default): the embedded synthetic "
-                "corpus's held-out split."})
-    dataset_name: str | None = field(default=None, metadata={
-        "help": "Instead of --data: a dataset datasets.load_dataset reads (a Hub dataset id, downloaded on request, "
-                "or a local dataset folder)."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
-    split: str = field(default="test", metadata={"help": "Split of --dataset_name, or of a saved datasets folder."})
-    max_authors: int | None = field(default=None, metadata={"help": "Score only the first N authors (quick runs)."})
-    block_size: int | None = field(default=None, metadata={
-        "help": "Tokens per block, start token included (default: the model config's block_size, else 256)."})
-    context_window: int | None = field(default=None, metadata={
-        "help": "Window of none / in_context rows (default: block_size)."})
-    max_blocks: int | None = field(default=None, metadata={"help": "Blocks kept per author (default: all)."})
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
-        "choices": ALL_VARIANTS, "help": "Variants to score (default: all three; the zeroed-state ablation is added "
-                                         "to recurrent)."})
-    no_zeroed_state: bool = field(default=False, metadata={"help": "Skip the zeroed-state ablation."})
-    batch_size: int = field(default=4, metadata={"help": "Sequences (authors or rows) per forward pass."})
-    blocks_per_forward: int = field(default=16, metadata={
-        "help": "Recurrent blocks per forward pass, the state carried between them (bounds memory)."})
-    history_buckets: str = field(default="0,256,1024", metadata={
-        "help": "Comma-separated lower edges of the preceding-history buckets, in tokens."})
-    bootstrap_samples: int = field(default=1000, metadata={"help": "Author resamples for the intervals."})
-    seed: int = field(default=0, metadata={"help": "Bootstrap seed."})
-    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)."})
-    dtype: str = field(default="auto", metadata={
-        "choices": ["auto", "float32", "bfloat16", "float16"], "help": "The weights' dtype when loading."})
-    output_dir: str = field(default="outputs/perplexity", metadata={
-        "help": "Where perplexity.json and perplexity.png are written."})
-
-
-def build_parser() -> DataclassArgumentParser:
-    return DataclassArgumentParser(PerplexityArguments, prog="hullama-perplexity",
-                                   description=PerplexityArguments.__doc__.split(":", 1)[1].strip())
-
-
 def load_eval_corpus(data: str, split: str = "test", max_authors: int | None = None,
                      dataset_name: str | None = None, dataset_config_name: str | None = None) -> Corpus:
     """--data (or --dataset_name) resolved to a Corpus (raises FileNotFoundError / ValueError with one-line
@@ -614,7 +565,7 @@ def load_eval_corpus(data: str, split: str = "test", max_authors: int | None = N
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = build_parser()
+    parser = perplexity_parser()
     (args,) = parser.parse(argv)
     check_common_args(parser, args, ("batch_size", "blocks_per_forward", "bootstrap_samples", "max_blocks",
                                      "context_window", "max_authors"))
@@ -666,11 +617,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 
-def command() -> None:
-    """The `hullama-perplexity` console command: `main`, whose results go to --output_dir (a returned value would reach the
-    shell as an exit status)."""
-    main()
-
-
 if __name__ == "__main__":
-    command()
+    main()

@@ -32,18 +32,19 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hullama.command_line import DataclassArgumentParser, check_common_args
+from hullama.command_line import check_common_args
 from hullama.data.corpus import Corpus
+from hullama.eval.commands import TASK_NAMES, probe_parser
 from hullama.eval.features import (
     AUTHOR_SOURCES, MESSAGE_CONTEXTS, Features, author_features, message_features, model_parts,
 )
-from hullama.eval.tasks import SPLITS, TASK_NAMES, TaskSpec, get_task, load_task
+from hullama.eval.tasks import SPLITS, TaskSpec, get_task, load_task
 
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 ALPHA_GRID = (10000.0, 1000.0, 100.0, 10.0, 1.0, 0.1)  # strongest regularisation first: ties keep it
@@ -253,48 +254,8 @@ def _per_model(parser, values: list[str] | None, n: int, flag: str, default: Any
     return values
 
 
-@dataclass
-class ProbeArguments:
-    """hullama-probe (eval/probe.py): linear probes on frozen models over the downstream tasks; writes probe.json and
-    probe.md to --output_dir."""
-
-    model_name_or_path: list[str] = field(metadata={
-        "aliases": ["--model"], "help": "Folders of HuLlama or Llama checkpoints, all after one flag: the models to "
-                                        "compare (also --model)."})
-    adapter: list[str] | None = field(default=None, metadata={
-        "help": "PEFT adapter folders, or none: one for all models, or one per model in order."})
-    as_hullama: list[str] | None = field(default=None, metadata={
-        "choices": ["yes", "no"], "help": "Load a plain Llama checkpoint into HuLlama classes (yes/no): one for all "
-                                          "models, or one per model in order."})
-    name: list[str] | None = field(default=None, metadata={"help": "The models' names in the table, one per model."})
-    tokenizer: str | None = field(default=None, metadata={
-        "help": "Tokenizer folder for all models (default: each model's folder)."})
-    tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES), metadata={
-        "help": f"Tasks (default: all eight): {', '.join(TASK_NAMES)}."})
-    data_dir: str | None = field(default=None, metadata={
-        "help": "Folder holding hart/ and commits/ (default: ../shared/data)."})
-    layer: int = field(default=-1, metadata={
-        "help": "hidden_states index of the message features: 0 the embeddings, i layer i, -1 the last."})
-    message_context: str = field(default="auto", metadata={
-        "choices": MESSAGE_CONTEXTS, "help": "How a labelled message is read (auto: recurrent for HuLlama, none "
-                                             "otherwise)."})
-    author_features: str = field(default="auto", metadata={
-        "choices": AUTHOR_SOURCES, "help": "Author-task features (auto: state for HuLlama, messages otherwise)."})
-    block_size: int | None = field(default=None, metadata={"help": "Tokens per block (default: each model's config)."})
-    max_blocks: int | None = field(default=None, metadata={"help": "Blocks kept per author (default: all)."})
-    batch_size: int = field(default=4, metadata={"help": "Authors or rows per forward pass."})
-    blocks_per_forward: int = field(default=16, metadata={
-        "help": "Recurrent blocks per forward pass, the state carried between them (bounds memory)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the logistic regressions."})
-    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)."})
-    dtype: str = field(default="auto", metadata={
-        "choices": ["auto", "float32", "bfloat16", "float16"], "help": "The weights' dtype when loading."})
-    output_dir: str = field(default="outputs/probe", metadata={"help": "Where probe.json and probe.md are written."})
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = DataclassArgumentParser(ProbeArguments, prog="hullama-probe",
-                                     description=ProbeArguments.__doc__.split(":", 1)[1].strip())
+    parser = probe_parser()
     (args,) = parser.parse(argv)
     args.model = args.model_name_or_path
     check_common_args(parser, args, ("batch_size", "blocks_per_forward", "max_blocks"))
@@ -346,11 +307,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 
-def command() -> None:
-    """The `hullama-probe` console command: `main`, whose results go to --output_dir (a returned value would reach the
-    shell as an exit status)."""
-    main()
-
-
 if __name__ == "__main__":
-    command()
+    main()

@@ -43,11 +43,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from hullama.command_line import DataclassArgumentParser
 from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES, Corpus, CorpusError, load_corpus, split_by_author
+from hullama.eval.commands import DEFAULT_DATA_DIR, TASK_NAMES, tasks_parser
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 SPLITS = ("train", "dev", "test")
 STANCE_LABELS = ("against", "none", "favor")
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
@@ -120,7 +118,8 @@ TASKS: dict[str, TaskSpec] = {
         split_from=_COMMIT_SPLITS, description="year of a numpy committer's first commit (regression)",
         label_column=None, derive="first_year"),
 }
-TASK_NAMES = tuple(TASKS)
+if tuple(TASKS) != TASK_NAMES:  # the commands list the tasks without importing this module
+    raise ImportError(f"eval/commands.py's TASK_NAMES {TASK_NAMES} differ from the registry {tuple(TASKS)}")
 
 
 def get_task(name: str) -> TaskSpec:
@@ -299,20 +298,8 @@ def describe(names: Sequence[str] = TASK_NAMES, data_dir: str | Path | None = No
     return out
 
 
-@dataclass
-class TasksArguments:
-    """eval/tasks.py: the downstream task registry; prints the authors, messages and label counts of every split."""
-
-    data_dir: str = field(default=str(DEFAULT_DATA_DIR), metadata={
-        "help": "Folder holding hart/ and commits/ (default: ../shared/data next to the repository)."})
-    tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES), metadata={
-        "help": f"Tasks to load (default: all): {', '.join(TASK_NAMES)}."})
-    json: str | None = field(default=None, metadata={"help": "Also write the summary to this JSON file."})
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
-    parser = DataclassArgumentParser(TasksArguments, prog="tasks.py",
-                                     description=TasksArguments.__doc__.split(":", 1)[1].strip())
+    parser = tasks_parser()
     (args,) = parser.parse(argv)
     from tqdm.auto import tqdm
 

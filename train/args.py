@@ -15,9 +15,9 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from hullama.command_line import ArgumentError
+from hullama.data import VARIANTS  # noqa: F401 - the training scripts' choices
 
 QUANTIZATIONS = ("nf4", "int8", "none")
-VARIANTS = ("recurrent", "in_context", "none")
 DATA_CACHES = ("hf_home", "output_dir", "off")
 AUTHOR_DRAWS = ("uniform", "remaining")  # how the streaming schedule draws a step's authors (train/schedule.py)
 LABEL_ALIASES = ("none", "semeval_sentiment")  # canonical class names for fine-tuning (huft.py)
