@@ -29,15 +29,40 @@ def test_every_row_once_within_the_budget_and_processes_share_the_batches(length
     assert len(padding) == len(ranks[0]) * processes - len(batches) and all(len(b) == 1 for b in padding)
 
 
+@settings(max_examples=30, deadline=None)
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=120), budget=st.integers(8, 120),
+       processes=st.integers(1, 3))
+def test_every_epoch_takes_as_many_steps_and_pads_the_shorter_ones(lengths, budget, processes):
+    """The Trainer runs len(loader) steps every epoch: every epoch of the run is as long as the longest, a shorter one
+    ending in padding steps (a padding row on every process) after all of its real batches."""
+    ranks = [TokenBudgetBatches(lengths, budget, seed=3, group=2, num_replicas=processes, rank=r)
+             for r in range(processes)]
+    for sampler in ranks:
+        sampler.set_epochs(4)
+    steps = len(ranks[0])
+    assert steps == max(ranks[0].real_steps(e) for e in range(4)) and all(len(s) == steps for s in ranks)
+    for epoch in range(4):
+        for sampler in ranks:
+            sampler.set_epoch(epoch)
+        drawn = [list(sampler) for sampler in ranks]
+        assert all(len(d) == steps for d in drawn)
+        real = ranks[0].real_steps(epoch)
+        assert all(batch[0] < 0 for d in drawn for batch in d[real:])  # padding steps only after the real ones
+        rows = sorted(row for d in drawn for batch in d for row in batch if row >= 0)
+        assert rows == list(range(len(lengths)))  # every row once, none lost
+
+
 def test_each_epoch_a_new_order_reproducibly():
     lengths = [(7 * i) % 23 + 1 for i in range(200)]
     sampler = TokenBudgetBatches(lengths, 64, seed=5)
+    sampler.set_epochs(2)
     orders = []
     for epoch in (0, 1, 0):
         sampler.set_epoch(epoch)
         orders.append(list(sampler))
     assert orders[0] != orders[1] and orders[0] == orders[2]
-    assert list(TokenBudgetBatches(lengths, 64, seed=6)) != orders[0]
+    other = TokenBudgetBatches(lengths, 64, seed=6)
+    assert other.global_batches() != sampler.global_batches(0)
 
 
 def test_grouping_keeps_padding_small():

@@ -1,6 +1,7 @@
 """The streaming schedule: many authors a step, each author's chunks in order, states carried between steps."""
 
 import json
+import math
 
 import datasets
 import pytest
@@ -202,10 +203,12 @@ def test_processes_read_slices_of_the_one_process_global_batches(chunks_per_auth
     ranks = [AuthorStreamBatches(author_index, chunk_index, per_process, num_replicas=processes, rank=r,
                                  budget=budget, **kwargs) for r in range(processes)]
     for sampler in (one, *ranks):
+        sampler.set_epochs(3)
         sampler.set_epoch(epoch)
-    global_batches = list(one)
+    global_batches = one.global_batches()
     per_rank = [list(sampler) for sampler in ranks]
-    assert all(len(batches) == len(global_batches) == len(sampler) for batches, sampler in zip(per_rank, ranks))
+    assert all(len(batches) == len(one) == len(sampler) for batches, sampler in zip(per_rank, ranks))
+    assert all(sampler.real_steps(epoch) == len(global_batches) for sampler in ranks)
     for step, batch in enumerate(global_batches):
         parts = [batches[step] for batches in per_rank]
         real = [row for part in parts for row in part if row >= 0]
@@ -292,12 +295,14 @@ def test_hulm_with_streaming_schedule(tmp_path):
 def _epoch_orders(tmp_path, monkeypatch, name):
     """Run the default recipe (streaming schedule) for three epochs; the batches each epoch drew, per epoch."""
     from hullama.train import hulm
+    from hullama.train.batches import EqualEpochs
     from hullama.train.schedule import AuthorStreamBatches
 
     drawn = []
+    original = EqualEpochs.__iter__  # the sampler's own, not an earlier call's recording
 
     def recording(self):  # what each pass over the sampler (an epoch) yields
-        order = self._batches()
+        order = list(original(self))
         drawn.append((self.epoch, order))
         return iter(order)
 
@@ -314,6 +319,44 @@ def test_every_epoch_of_the_default_recipe_draws_a_new_order_reproducibly(tmp_pa
     assert [epoch for epoch, _ in first] == [0, 1, 2]  # the Trainer tells the sampler each epoch
     orders = [order for _, order in first]
     assert orders[0] != orders[1] and orders[1] != orders[2] and orders[0] != orders[2]
-    assert all(sorted(sum(order, [])) == sorted(sum(orders[0], [])) for order in orders)  # every chunk once
+    real = [sorted(row for batch in order for row in batch if row >= 0) for order in orders]
+    assert real[0] == real[1] == real[2] and len(set(real[0])) == len(real[0])  # every chunk once, every epoch
+    assert len({len(order) for order in orders}) == 1  # equally many steps: the Trainer runs every one of them
     again = _epoch_orders(tmp_path, monkeypatch, "b")
     assert again == first  # from the seed and the epoch: the same run draws the same orders
+
+
+def test_every_epoch_trains_every_chunk_once_and_padding_steps_move_no_weight(tmp_path, monkeypatch):
+    """Epochs draw different numbers of steps; the Trainer runs len(loader) steps each: every epoch trains every
+    (author, chunk) exactly once, and the optimizer skips the steps that hold only an epoch's padding."""
+    from hullama.train import hulm, trainer
+
+    trained, steps, skipped = [], [], []
+    compute_loss, padding_update = trainer.HuLMTrainer.compute_loss, trainer.HuLMTrainer._padding_update
+
+    def recording_loss(self, model, inputs, *args, **kwargs):
+        real = inputs["author_index"] >= 0
+        epoch = self.state.global_step // math.ceil(len(self._equal_epochs) / self.args.gradient_accumulation_steps)
+        trained.extend((epoch, a, c) for a, c in zip(inputs["author_index"][real].tolist(),
+                                                     inputs["chunk_index"][real].tolist()))
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    def recording_padding(self):
+        skip = padding_update(self)
+        (skipped if skip else steps).append(self.state.global_step)
+        return skip
+
+    monkeypatch.setattr(trainer.HuLMTrainer, "compute_loss", recording_loss)
+    monkeypatch.setattr(trainer.HuLMTrainer, "_padding_update", recording_padding)
+    hulm.main(["--synthetic_authors", "30", "--synthetic_messages", "6", "--num_train_epochs", "4",
+               "--scratch_vocab_size", "300", "--scratch_hidden_size", "32", "--scratch_layers", "2", "--block_size",
+               "32", "--max_blocks", "3", "--variants", "recurrent", "--per_device_train_batch_size", "3",
+               "--save_strategy", "no", "--eval_strategy", "no", "--output_dir", str(tmp_path / "out")])
+    per_epoch = [sorted((a, c) for e, a, c in trained if e == epoch) for epoch in range(4)]
+    assert per_epoch[0] and all(chunks == per_epoch[0] for chunks in per_epoch)  # every chunk, every epoch
+    assert len(set(per_epoch[0])) == len(per_epoch[0])  # once
+    state = json.loads(next((tmp_path / "out").rglob("trainer_state.json")).read_text()) if list(
+        (tmp_path / "out").rglob("trainer_state.json")) else None
+    assert skipped, "no epoch was shorter than another: the setting does not exercise the padding steps"
+    assert len(steps) + len(skipped) == len(set(steps + skipped))  # one decision per optimizer step
+    assert state is None or state["global_step"] == len(steps) + len(skipped)

@@ -57,12 +57,70 @@ class EpochBatchesLoader(DataLoader):
         self.batch_sampler.set_epoch(epoch)
 
 
-class TokenBudgetBatches(Sampler):
+class EqualEpochs(Sampler):
+    """A batch sampler whose epochs all take the same number of steps.
+
+    The Trainer reads a loader's length once and runs that many steps every epoch, while a sampler that draws a new
+    order every epoch draws a few batches more or fewer (a different packing, or different authors left at the end):
+    a longer epoch lost its last batches, a shorter one ran short and put later epochs (and a resume) out of step.
+    Here every epoch of the run (`epochs`) is as long as its longest one: a shorter epoch ends with padding steps (a
+    padding row on every process), whose optimizer step the trainer skips (`real_steps`), so nothing is lost and
+    nothing extra is learnt. A subclass gives `global_batches(epoch)` and how one step is split over processes."""
+
+    num_replicas: int
+    rank: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_epochs(self, epochs: int) -> None:
+        """The run's number of epochs (the Trainer's); the length is the longest of them."""
+        self.epochs = max(1, epochs)
+        self._length = None
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        raise NotImplementedError
+
+    def process_batches(self, epoch: int) -> list[list[int]]:
+        """This process's batches of `epoch`, one per step (a padding row where it has none in a step)."""
+        raise NotImplementedError
+
+    def real_steps(self, epoch: int) -> int:
+        """The steps of `epoch` before its padding steps (the same on every process)."""
+        known = self.__dict__.setdefault("_real_steps", {})
+        if epoch not in known:
+            known[epoch] = len(self.process_batches(epoch))
+        return known[epoch]
+
+    def __len__(self) -> int:
+        if getattr(self, "epochs", None) is None:  # not sized for a run: the current epoch's own steps
+            return self.real_steps(self.epoch)
+        if getattr(self, "_length", None) is None:
+            self._length = max(self.real_steps(e) for e in range(self.epochs))
+        return self._length
+
+    def __iter__(self):
+        batches = self.process_batches(self.epoch)
+        if getattr(self, "epochs", None) is None:
+            yield from batches
+            return
+        if len(batches) > len(self):
+            raise ValueError(f"epoch {self.epoch} takes {len(batches)} steps, more than the {len(self)} this sampler "
+                             "was sized for: size it for every epoch of the run (set_epochs)")
+        yield from batches
+        first = batches[0][0] if batches and batches[0][0] >= 0 else None
+        filler = [padding_index(first if first is not None else 0)]
+        for _ in range(len(self) - len(batches)):
+            yield filler
+
+
+class TokenBudgetBatches(EqualEpochs):
     """Batches of row indices holding at most `budget` real tokens (a row longer than the budget makes a batch
     alone). Each epoch, from the seed and the epoch: the rows are shuffled, cut into groups
     of about `group` budgets of tokens, each group sorted by length and cut greedily into batches (so a batch pads
     little), and the batches shuffled. On `num_replicas` processes, process r reads batches r, r + N, ...; where the
-    epoch's batches do not divide evenly, the last processes read a padding row (`padding_index`)."""
+    epoch's batches do not divide evenly, the last processes read a padding row (`padding_index`). Every epoch takes
+    as many steps as the longest (`EqualEpochs`)."""
 
     def __init__(self, lengths: list[int], budget: int, seed: int = 0, num_replicas: int = 1, rank: int = 0,
                  group: int = 64):
@@ -73,12 +131,9 @@ class TokenBudgetBatches(Sampler):
         self.lengths, self.budget, self.seed, self.epoch = list(lengths), budget, seed, 0
         self.num_replicas, self.rank, self.group = num_replicas, rank, group
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def global_batches(self) -> list[list[int]]:
-        """Every process's batches of this epoch, in order."""
-        rng = random.Random(self.seed + self.epoch)
+    def global_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """Every process's batches of `epoch` (default: the current one), in order."""
+        rng = random.Random(self.seed + (self.epoch if epoch is None else epoch))
         order = list(range(len(self.lengths)))
         rng.shuffle(order)
         batches, start = [], 0
@@ -101,11 +156,8 @@ class TokenBudgetBatches(Sampler):
         rng.shuffle(batches)
         return batches
 
-    def __iter__(self):
-        batches = self.global_batches()
-        for step in range(math.ceil(len(batches) / self.num_replicas)):
-            index = step * self.num_replicas + self.rank
-            yield batches[index] if index < len(batches) else [padding_index(batches[step * self.num_replicas][0])]
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.global_batches()) / self.num_replicas)
+    def process_batches(self, epoch: int) -> list[list[int]]:
+        batches = self.global_batches(epoch)
+        steps = math.ceil(len(batches) / self.num_replicas)
+        return [batches[s * self.num_replicas + self.rank] if s * self.num_replicas + self.rank < len(batches)
+                else [padding_index(batches[s * self.num_replicas][0])] for s in range(steps)]

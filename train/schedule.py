@@ -30,10 +30,8 @@ from collections import defaultdict
 
 import datasets
 import torch
-from torch.utils.data import Sampler
-
 from hullama.train.args import AUTHOR_DRAWS
-from hullama.train.batches import padding_index
+from hullama.train.batches import EqualEpochs, padding_index
 
 STREAM_COLUMNS = ("author_index", "chunk_index")
 
@@ -58,7 +56,7 @@ def chunk_authors(dataset: datasets.Dataset, blocks_per_step: int) -> datasets.D
                        desc=f"Chunking authors ({blocks_per_step} blocks a step)")
 
 
-class AuthorStreamBatches(Sampler):
+class AuthorStreamBatches(EqualEpochs):
     """Batches of dataset indices, each holding the next chunk of up to `batch_size` different authors (with a token
     `budget`: of as many authors as the budget holds, counting the chunks' real tokens).
 
@@ -102,11 +100,9 @@ class AuthorStreamBatches(Sampler):
                 start = rotation.randrange(len(rows))
                 self.chunks[author] = rows[start:] + rows[:start]
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        rng = random.Random(self.seed + self.epoch)
+    def global_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """Every process's batches of `epoch` (default: the current one), in order."""
+        rng = random.Random(self.seed + (self.epoch if epoch is None else epoch))
         authors = sorted(self.chunks)
         rng.shuffle(authors)
         waiting, lanes, batches = iter(authors), [[] for _ in range(self.pool)], []
@@ -145,16 +141,15 @@ class AuthorStreamBatches(Sampler):
             chosen.append(lane)
         return chosen
 
-    def __iter__(self):
+    def process_batches(self, epoch: int) -> list[list[int]]:
         """This process's slice of every global batch. A process whose slice is empty (the epoch's last steps can
         have fewer authors than processes) gets a padding row (`padding_index`), so that every process steps."""
-        for batch in self._batches():
+        slices = []
+        for batch in self.global_batches(epoch):
             size = self.per_process if self.budget is None else -(-len(batch) // self.num_replicas)
             start = self.rank * size
-            yield batch[start : start + size] or [padding_index(batch[0])]
-
-    def __len__(self) -> int:
-        return len(self._batches())
+            slices.append(batch[start : start + size] or [padding_index(batch[0])])
+        return slices
 
 
 class StreamCollator:

@@ -76,24 +76,52 @@ class HuLMTrainer(Trainer):
             lr=base_lr,
             **optimizer_kwargs,
         )
+        step = self.optimizer.step
+
+        def step_unless_padding(*args, **kwargs):  # wrapped before the scheduler wraps it, as torch expects
+            return None if self._padding_update() else step(*args, **kwargs)
+
+        self.optimizer.step = step_unless_padding
         return self.optimizer
+
+    def _padding_update(self) -> bool:
+        """Whether the optimizer step about to run holds only an epoch's padding steps (train/batches.EqualEpochs):
+        their gradient is zero, but Adam's moments and weight decay would still move the weights."""
+        sampler = getattr(self, "_equal_epochs", None)
+        if sampler is None:
+            return False
+        accumulation = self.args.gradient_accumulation_steps
+        epoch, window = divmod(self.state.global_step, math.ceil(len(sampler) / accumulation))
+        return window * accumulation >= sampler.real_steps(epoch)
+
+    def _sized(self, sampler):
+        """`sampler` (an EqualEpochs) sized for the epochs the Trainer will run, so that each takes as many steps."""
+        args = self.args
+        if args.max_steps and args.max_steps > 0:  # the padded length is no shorter than epoch 0's
+            epochs = math.ceil(args.max_steps / max(1, math.ceil(sampler.real_steps(0) / args.gradient_accumulation_steps)))
+        else:
+            epochs = math.ceil(args.num_train_epochs)
+        sampler.set_epochs(epochs)
+        self._equal_epochs = sampler
+        return sampler
 
     def get_train_dataloader(self):
         if self.token_budget and not self.stream_authors:
-            batches = TokenBudgetBatches(self.train_dataset["length"], self.token_budget, seed=self.args.seed,
-                                         num_replicas=self.args.world_size, rank=self.args.process_index)
+            batches = self._sized(TokenBudgetBatches(self.train_dataset["length"], self.token_budget,
+                                                     seed=self.args.seed, num_replicas=self.args.world_size,
+                                                     rank=self.args.process_index))
             return EpochBatchesLoader(PaddedRows(self.train_dataset), batch_sampler=batches,
                                       collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
                                       pin_memory=self.args.dataloader_pin_memory)
         if not self.stream_authors:
             return super().get_train_dataloader()
         dataset = self.train_dataset
-        batches = AuthorStreamBatches(dataset["author_index"], dataset["chunk_index"],
-                                      self.args.per_device_train_batch_size, seed=self.args.seed,
-                                      pool=self.author_pool, stagger=self.stagger_authors, draw=self.author_draw,
-                                      num_replicas=self.args.world_size, rank=self.args.process_index,
-                                      budget=self.token_budget,
-                                      lengths=dataset["length"] if self.token_budget else None)
+        batches = self._sized(AuthorStreamBatches(dataset["author_index"], dataset["chunk_index"],
+                                                  self.args.per_device_train_batch_size, seed=self.args.seed,
+                                                  pool=self.author_pool, stagger=self.stagger_authors,
+                                                  draw=self.author_draw, num_replicas=self.args.world_size,
+                                                  rank=self.args.process_index, budget=self.token_budget,
+                                                  lengths=dataset["length"] if self.token_budget else None))
         # The order is the schedule: every process draws the same global batches and reads its own slice of each
         # (train/schedule.py), so the loader is neither shuffled nor sharded by accelerate.
         return EpochBatchesLoader(PaddedRows(dataset), batch_sampler=batches, collate_fn=self.data_collator,
