@@ -25,9 +25,8 @@ import math
 from pathlib import Path
 
 from hullama.command_line import OneLineArgumentParser
-from hullama.eval.perplexity import TokenScores, load_run_scores, paired_bootstrap, summarize
+from hullama.eval.perplexity import ABLATION_COST_PERCENT, TokenScores, load_run_scores, paired_bootstrap, summarize
 
-ABLATION_COST_PERCENT = 3.0
 BASELINES = ("none", "in_context")
 
 

@@ -4,7 +4,7 @@ Each study folder holds the study's train/hulm.py runs under one seed (benchmark
 `seed` and `output_dir`), each run folder with its per-token held-out scores. For every variant this averages each
 token's NLL over the seeds (the seeds must have scored exactly the same tokens, which is checked), then reports on
 blocks 2+ the study's criterion on those averages: recurrent - in_context and recurrent - zeroed state, with 95 %
-intervals resampling authors (eval.perplexity.paired_bootstrap). Averaging over seeds removes part of the training
+intervals resampling authors (hullama.eval.perplexity.paired_bootstrap). Averaging over seeds removes part of the training
 noise that a single run's interval (over authors only) does not show.
 
     python benchmarks/study_seeds.py outputs/state_study/tweets_block32 outputs/state_study/tweets_block32_seed43 \\
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hullama.eval.perplexity import load_run_scores, paired_bootstrap
+from hullama.eval.perplexity import ABLATION_COST_PERCENT, HELD_OUT_SCORES, load_run_scores, paired_bootstrap
 
 TOKEN_COLUMNS = ("author", "position", "token", "block")
 
 
 def load_study(folder: Path, run: str) -> dict[str, np.ndarray]:
     """The token columns and the NLL of none, in_context, recurrent and recurrent_zeroed of one study folder."""
-    runs = sorted(path for path in folder.iterdir() if (path / "held_out_scores.npz").is_file())
+    runs = sorted(path for path in folder.iterdir() if (path / HELD_OUT_SCORES).is_file())
     try:
         merged = load_run_scores(runs)
     except (ValueError, AssertionError) as e:
@@ -64,7 +64,7 @@ def pool(folders: list[Path], run: str, samples: int = 1000, seed: int = 0) -> d
         "recurrent_minus_in_context": {k: vs_in_context[k] for k in ("delta_perplexity", "ci95")},
         "recurrent_minus_zeroed": {k: vs_zeroed[k] for k in ("delta_perplexity", "ci95")},
         "ablation_cost_percent": ablation,
-        "criterion_met": vs_in_context["ci95"][1] < 0 and ablation >= 3,
+        "criterion_met": vs_in_context["ci95"][1] < 0 and ablation >= ABLATION_COST_PERCENT,
     }
 
 

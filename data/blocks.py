@@ -130,7 +130,6 @@ class HuLMData:
 
     def collator(self, **kwargs: Any):
         """A HuLMCollator padding with this data's pad id (kwargs: pad_to_multiple_of, max_length)."""
-
         return HuLMCollator(self.pad_token_id, **kwargs)
 
 

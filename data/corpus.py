@@ -306,8 +306,8 @@ def _read_source(source: Any, split: str | None, cache_dir: str | None) -> _Raw:
     if isinstance(source, NamedDataset):
         return _read_named(source, cache_dir)
     if not isinstance(source, (str, Path)):
-        raise CorpusError(type(source).__name__, "expected a path, a list of paths, a pandas DataFrame or a "
-                                                 "datasets.Dataset")
+        raise CorpusError(type(source).__name__, "expected a path, a list of paths, a pandas DataFrame, a "
+                                                 "datasets.Dataset or a NamedDataset")
     path = Path(source)
     if not path.exists():
         raise CorpusFileNotFoundError(path, "no such file or folder")

@@ -28,9 +28,9 @@ import torch
 
 from hullama.data.blocks import IGNORE_INDEX, build_blocks
 from hullama.data.corpus import Corpus
-from hullama.eval.commands import AUTHOR_SOURCES, MESSAGE_CONTEXTS
+from hullama.eval.commands import AUTHOR_SOURCES, DTYPE_NAMES, MESSAGE_CONTEXTS
 
-DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = dict(zip(DTYPE_NAMES, ("auto", torch.float32, torch.bfloat16, torch.float16)))
 
 
 # ------------------------------------------------------------------------------------------------ models

@@ -60,6 +60,12 @@ DEFAULT_HISTORY_BUCKETS = (0, 256, 1024)
 COMPARISONS = (("recurrent", "in_context"), ("recurrent", ZEROED), ("recurrent", "none"), ("in_context", "none"))
 
 
+HELD_OUT_SCORES = "held_out_scores.npz"  # what train/hulm.py keeps of its held-out scoring (TokenScores.save)
+# The state study's criterion: recurrent below in_context on blocks 2+ (interval below zero), and zeroing the state
+# costing at least this much (benchmarks/study_report.py, study_seeds.py).
+ABLATION_COST_PERCENT = 3.0
+
+
 class TokenMismatchError(AssertionError):
     """The variants did not predict the same (author, stream position, token) multiset."""
 
@@ -96,10 +102,11 @@ class TokenScores:
     @classmethod
     def load(cls, path: str | Path) -> "TokenScores":
         path = Path(path).with_suffix(".npz")
-        meta, arrays = json.loads(path.with_suffix(".json").read_text()), np.load(path)
-        return cls(meta["authors"], arrays["author"], arrays["position"], arrays["token"], arrays["history"],
-                   arrays["block"], {v: arrays[f"nll/{v}"] for v in meta["variants"]}, meta["seconds"],
-                   meta["skipped"])
+        meta = json.loads(path.with_suffix(".json").read_text())
+        with np.load(path) as arrays:
+            return cls(meta["authors"], arrays["author"], arrays["position"], arrays["token"], arrays["history"],
+                       arrays["block"], {v: arrays[f"nll/{v}"] for v in meta["variants"]}, meta["seconds"],
+                       meta["skipped"])
 
     def renamed(self, names: dict[str, str]) -> "TokenScores":
         """The same scores with variants renamed (`names`: old -> new; others keep their name)."""
@@ -131,10 +138,10 @@ def load_run_scores(folders: list[Path]) -> TokenScores:
     the runs must have scored the same tokens, cut into the same blocks."""
     scores = []
     for folder in map(Path, folders):
-        if not (folder / "held_out_scores.npz").is_file():
-            raise ValueError(f"{folder} has no held_out_scores.npz: train it with train/hulm.py first")
+        if not (folder / HELD_OUT_SCORES).is_file():
+            raise ValueError(f"{folder} has no {HELD_OUT_SCORES}: train it with train/hulm.py first")
         label = f"recurrent[{folder.name}]"
-        scores.append(TokenScores.load(folder / "held_out_scores.npz").renamed(
+        scores.append(TokenScores.load(folder / HELD_OUT_SCORES).renamed(
             {"recurrent": label, ZEROED: f"{label}_zeroed_state"}))
     return merge_token_scores(scores)
 
@@ -614,7 +621,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(format_results(results))
     print(f"wrote {out / 'perplexity.json'} and {out / 'perplexity.png'}")
     return results
-
 
 
 if __name__ == "__main__":

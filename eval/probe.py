@@ -306,6 +306,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
-
 if __name__ == "__main__":
     main()

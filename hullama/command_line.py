@@ -15,29 +15,29 @@ class ArgumentError(ValueError):
     """A bad argument: the scripts print it as one line and exit with status 2."""
 
 
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse for the evaluation and study scripts: no abbreviated flags (`--batch 8` is not `--batch_size 8`),
-    and an error is one line, `prog: error: message`, exit status 2."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, allow_abbrev=False, **kwargs)
+class OneLineErrors:
+    """An argparse parser's errors as one line, `prog: error: message`, exit status 2 (no usage block)."""
 
     def error(self, message: str):
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
-class DataclassArgumentParser(HfArgumentParser):
+class OneLineArgumentParser(OneLineErrors, argparse.ArgumentParser):
+    """argparse for the benchmark and study scripts: no abbreviated flags (`--batch 8` is not `--batch_size 8`), and
+    one-line errors."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+
+class DataclassArgumentParser(OneLineErrors, HfArgumentParser):
     """HfArgumentParser for HuLlama's evaluation commands: the flags and their help come from dataclasses (as for
     training), no flag is abbreviated (`--batch 8` is not `--batch_size 8`), a flag given twice is refused rather
     than the last one silently kept, and an error is one line, `prog: error: message`, exit status 2."""
 
     def __init__(self, dataclass_types, **kwargs):
         super().__init__(dataclass_types, allow_abbrev=False, **kwargs)
-
-    def error(self, message: str):
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
 
     def parse(self, argv: Sequence[str] | None = None) -> tuple:
         """The command line (default: sys.argv) as one instance of each dataclass."""

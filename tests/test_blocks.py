@@ -1,4 +1,4 @@
-"""Streams, blocks, variants, truncation, caching and collation (train/blocks.py, train/collator.py)."""
+"""Streams, blocks, variants, truncation, caching and collation (data/blocks.py, data/collator.py)."""
 
 import copy
 import math

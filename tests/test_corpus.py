@@ -1,4 +1,4 @@
-"""Loading, checking, ordering, labelling and splitting author corpora (train/corpus.py)."""
+"""Loading, checking, ordering, labelling and splitting author corpora (data/corpus.py)."""
 
 import json
 

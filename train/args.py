@@ -291,16 +291,18 @@ TRAINING_OPTIONS_HELP = """training options:
   transformers imports torch, accelerate and peft for them)."""
 
 
-def quick_help(argument_classes: tuple, argv: list[str]) -> None:
+def quick_help(argument_classes: tuple, argv: list[str]) -> list[str]:
     """With -h/--help: print the script's own options (these classes import nothing heavy) and a note on the training
-    options, and exit; --help_all becomes the full --help, which lists every TrainingArguments flag too."""
+    options, and exit. Returns the command line to parse: --help_all becomes the full --help, which lists every
+    TrainingArguments flag too."""
     if "--help_all" in argv:
-        argv[argv.index("--help_all")] = "--help"
-    elif "-h" in argv or "--help" in argv:
+        return [arg if arg != "--help_all" else "--help" for arg in argv]
+    if "-h" in argv or "--help" in argv:
         parser = _ArgumentsParser(argument_classes, allow_abbrev=False, epilog=TRAINING_OPTIONS_HELP,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.print_help()
         raise SystemExit(0)
+    return argv
 
 
 def is_run_file(argv: list[str]) -> bool:

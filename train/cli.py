@@ -71,6 +71,10 @@ def check_training(training_args) -> None:
     if not math.isfinite(training_args.learning_rate) or training_args.learning_rate <= 0:
         raise ArgumentError(f"--learning_rate {training_args.learning_rate} is invalid: it must be a number > 0 (0 "
                             "trains nothing)")
+    if training_args.world_size > 1 and not training_args.average_tokens_across_devices:
+        # a process whose step holds only padding rows would divide a zero loss by zero predicted tokens
+        raise ArgumentError("--average_tokens_across_devices false is refused on several processes: the loss is "
+                            "normalised by the predicted tokens of the whole step")
     epochs = training_args.num_train_epochs
     if training_args.max_steps <= 0 and not (math.isfinite(epochs) and epochs > 0):
         raise ArgumentError(f"--num_train_epochs {epochs} is invalid: it must be a number > 0 (or give --max_steps)")

@@ -13,7 +13,7 @@ stops improving, and the best checkpoint is the one kept.
         --block_size 1024 --bf16 --output_dir outputs/abo-recurrent
     python train/huft.py --train_file authors.csv --task author --regression --label_column age
     python train/huft.py --task_name stance_abortion --base_model PATH --author_context recurrent   # eval/tasks.py
-    python train/huft.py --help
+    python train/huft.py --help                 # HuLlama's own options (--help_all: every option)
 
 Outputs (under --output_dir): the best model or adapter with its head, `metrics.json`, `run_args.json`.
 """
@@ -31,6 +31,8 @@ from hullama.train.args import (
 )
 
 SCRIPT = "huft.py"
+
+
 @dataclass
 class HuFTArguments:
     task: str = field(default="message", metadata={"help": "message (labels on messages inside the timeline) or "
@@ -70,7 +72,7 @@ class HuFTArguments:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    quick_help((ModelArguments, DataArguments, HuFTArguments, HubArguments, RunArguments), argv)
+    argv = quick_help((ModelArguments, DataArguments, HuFTArguments, HubArguments, RunArguments), argv)
     from hullama.train.cli import run_cli  # the heavy imports, after the quick help
     from hullama.train.training_args import HuFTTrainingArguments
 
@@ -113,7 +115,7 @@ def run(model_args, data_args, huft_args, hub_args, training_args) -> dict:
         else:
             train_corpus, held_out = load_corpora(
                 data_args, task=huft_args.task, seed=training_args.seed, regression=huft_args.regression,
-                label_aliases={"none": None, "semeval_sentiment": SEMEVAL_SENTIMENT_ALIASES}[huft_args.label_aliases],
+                label_aliases=dict(zip(LABEL_ALIASES, (None, SEMEVAL_SENTIMENT_ALIASES)))[huft_args.label_aliases],
             )
     tokenizer = load_tokenizer(model_args, train_corpus.frame["message"].tolist())
     block_size = data_args.block_size or (128 if model_args.from_scratch else None)
@@ -204,7 +206,6 @@ def registry_splits(huft_args, data_args):
     except (FileNotFoundError, ValueError) as e:
         raise ArgumentError(f"--task_name {huft_args.task_name}: {str(e).splitlines()[0]}") from None
     return splits["train"], splits["dev"], splits["test"]
-
 
 
 def command() -> None:

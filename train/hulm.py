@@ -11,7 +11,7 @@ baseline) the same way; it prints held-out perplexity of both on exactly the sam
         --quantization nf4 --bf16 --gradient_checkpointing --output_dir outputs/llama3-hulm \\
         --push_to_hub --hub_model_id me/Llama-3-8B-HuLM
     accelerate launch --config_file train/accelerate/ddp.yaml train/hulm.py --base_model ...   # multi-GPU
-    python train/hulm.py --help                                       # every option, with help text
+    python train/hulm.py --help                 # HuLlama's own options (--help_all: every option)
 
 Outputs (under --output_dir): one folder per variant (a full model from scratch, an adapter on a base),
 `hullama-base/` for an adapter's base, `results.json` (held-out perplexity), `run_args.json`.
@@ -33,7 +33,8 @@ from hullama.train.args import (
 )
 
 SCRIPT = "hulm.py"
-HELD_OUT_SCORES = "held_out_scores.npz"  # every variant's per-token held-out NLL, on the same tokens
+
+
 @dataclass
 class HuLMArguments:
     variants: str = field(
@@ -44,15 +45,15 @@ class HuLMArguments:
 
     blocks_per_step: int = field(
         default=1,
-        metadata={"help": "Recurrent schedule. k >= 1: streaming: every step reads k blocks of each of "
-                          "per_device_train_batch_size authors (lanes), each author's state carried from one step "
-                          "to the next (on many processes too: they exchange the states after every step). 0: whole "
-                          "authors per step (up to max_blocks blocks each, HaRT's schedule)."},
+        metadata={"help": "Recurrent schedule. k >= 1: streaming: every step reads k blocks of as many authors as "
+                          "fit in the token budget (per_device_train_batch_size x k x block_size), each author's state "
+                          "carried from one step to the next (on many processes too: they exchange the states after "
+                          "every step). 0: whole authors per step (up to max_blocks blocks each, HaRT's schedule)."},
     )
     author_pool: int = field(
         default=256,
-        metadata={"help": "Streaming schedule: how many authors are open at a time; every step advances "
-                          "per_device_train_batch_size of them, drawn at random, so consecutive steps mix many "
+        metadata={"help": "Streaming schedule: how many authors are open at a time; every step advances as many "
+                          "of them as its token budget holds, drawn at random, so consecutive steps mix many "
                           "authors, as shuffled blocks do (a carried state waits about pool / batch size steps for "
                           "its author's next chunk). 0 (or the batch size): every open author advances every step, "
                           "one lane per author until it ends."},
@@ -101,7 +102,7 @@ class HuLMArguments:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    quick_help((ModelArguments, DataArguments, HuLMArguments, HubArguments, RunArguments), argv)
+    argv = quick_help((ModelArguments, DataArguments, HuLMArguments, HubArguments, RunArguments), argv)
     from hullama.train.cli import run_cli  # the heavy imports, after the quick help
     from hullama.train.training_args import HuLMTrainingArguments
 
@@ -120,7 +121,8 @@ def effective_settings(variant: str, stream: bool, hulm_args, data_args, args, s
     processes = args.world_size
     if stream:
         batches = (f"the next {hulm_args.blocks_per_step} block(s) of as many authors as fit in {step_tokens} real "
-                   f"tokens per process ({args.per_device_train_batch_size} authors when every block is full), drawn "
+                   f"tokens per process ({args.per_device_train_batch_size} authors when every block is full; on "
+                   f"{processes} processes the step holds {processes} x that, split by authors), drawn "
                    f"from a pool of {hulm_args.author_pool or args.per_device_train_batch_size} open authors, states "
                    "carried between steps")
     else:
@@ -197,7 +199,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
             record_effective_settings(output_dir, variant, effective_settings(
                 variant, stream, hulm_args, data_args, args, step_tokens, block_size))
         train_dataset, collator = train_data.dataset, train_data.collator()
-        if stream:  # lanes = per_device_train_batch_size authors, blocks_per_step blocks each
+        if stream:  # each step: the next blocks_per_step blocks of as many authors as the token budget holds
             train_dataset, collator = chunk_authors(train_dataset, hulm_args.blocks_per_step), StreamCollator(collator)
         model = load_model(model_args, config, gradient_checkpointing=training_args.gradient_checkpointing)
         if main_process:
@@ -253,7 +255,7 @@ def held_out_scores(model, corpus, tokenizer, block_size, variant, data_args, ar
 def compare_variants(scores: list, output_dir: Path | None = None) -> dict:
     """One report over the variants' models: perplexities and paired bootstraps, on the same checked tokens; the
     per-token scores are kept in `output_dir`/held_out_scores.npz (benchmarks/study_report.py compares runs)."""
-    from hullama.eval.perplexity import merge_token_scores, summarize
+    from hullama.eval.perplexity import HELD_OUT_SCORES, merge_token_scores, summarize
 
     merged = merge_token_scores(scores)
     if output_dir is not None:
@@ -270,7 +272,6 @@ def perplexity_rows(results: dict, corpus: str) -> list[dict]:
          "metric_value": round(scores["perplexity"], 3)}
         for variant, scores in results["variants"].items()
     ]
-
 
 
 def command() -> None:

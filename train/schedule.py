@@ -30,6 +30,7 @@ from collections import defaultdict
 
 import datasets
 import torch
+
 from hullama.train.args import AUTHOR_DRAWS
 from hullama.train.batches import EqualEpochs, padding_index
 

@@ -8,9 +8,10 @@
   pool of open authors, each reading its chunks in order, each chunk starting from the state the author's last one
   ended with (with `learn_recurrence`: that state recomputed in the step, so the recurrence gets a gradient); with
   many processes the states are exchanged after every step.
-- get_train_dataloader with `token_budget`: steps of at most that many real tokens per process; the streaming
-  schedule takes as many authors' next chunks as fit, the other variants and schedules rows of similar length
-  (train/batches.py).
+- get_train_dataloader with `token_budget`: steps of at most that many real tokens per process (the streaming
+  schedule: per process on average, its global step filled to processes x budget and split by authors), the
+  streaming schedule taking as many authors' next chunks as fit, the other variants rows of similar length
+  (train/batches.py); every epoch as many steps (EqualEpochs), the optimizer skipping an epoch's padding steps.
 - train / _save_checkpoint, streaming only: a checkpoint holds the carried states, and a resumed run continues
   from them (the sampler replays its position from the seed, the epoch and the step).
 - prediction_step: message-level predictions inside a timeline come back as one row per labelled message, so
@@ -133,7 +134,9 @@ class HuLMTrainer(Trainer):
             if resume_from_checkpoint is True:
                 from transformers.trainer_utils import get_last_checkpoint
 
-                resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or resume_from_checkpoint
+                resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+                if resume_from_checkpoint is None:
+                    raise ValueError(f"no checkpoint to resume from in {self.args.output_dir}")
             saved = Path(str(resume_from_checkpoint)) / CARRIED_STATES_NAME
             if not saved.is_file():
                 raise ValueError(f"{resume_from_checkpoint} holds no {CARRIED_STATES_NAME}: the streaming schedule "

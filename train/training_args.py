@@ -20,7 +20,7 @@ class HuLlamaTrainingArguments(TrainingArguments):
     """transformers' TrainingArguments with the defaults both HuLlama training scripts share (as trl's SFTConfig sets
     its own); each script's subclass sets the rest. An explicit flag or run-file value still wins."""
 
-    per_device_train_batch_size: int = hullama_default(8, "Authors (recurrent) per step and process")
+    per_device_train_batch_size: int = hullama_default(8, "Rows per step and process; with the token budgets: authors (recurrent) per full step, the budget's measure")
     per_device_eval_batch_size: int = hullama_default(8, "Evaluation batch size per process")
     learning_rate: float = hullama_default(2e-4, "Learning rate of LoRA (a model from scratch: 2e-3 unless set)")
     warmup_steps: float = hullama_default(0.05, "Warmup: a number of steps, or below 1 a share of them")
