@@ -331,7 +331,7 @@ def test_every_epoch_trains_every_chunk_once_and_padding_steps_move_no_weight(tm
     (author, chunk) exactly once, and the optimizer skips the steps that hold only an epoch's padding."""
     from hullama.train import hulm, trainer
 
-    trained, steps, skipped = [], [], []
+    trained, steps, skipped, has_real = [], [], [], {}
     compute_loss, padding_update = trainer.HuLMTrainer.compute_loss, trainer.HuLMTrainer._padding_update
 
     def recording_loss(self, model, inputs, *args, **kwargs):
@@ -339,6 +339,7 @@ def test_every_epoch_trains_every_chunk_once_and_padding_steps_move_no_weight(tm
         epoch = self.state.global_step // math.ceil(len(self._equal_epochs) / self.args.gradient_accumulation_steps)
         trained.extend((epoch, a, c) for a, c in zip(inputs["author_index"][real].tolist(),
                                                      inputs["chunk_index"][real].tolist()))
+        has_real[self.state.global_step] = has_real.get(self.state.global_step, False) or bool(real.any())
         return compute_loss(self, model, inputs, *args, **kwargs)
 
     def recording_padding(self):
@@ -359,4 +360,5 @@ def test_every_epoch_trains_every_chunk_once_and_padding_steps_move_no_weight(tm
         (tmp_path / "out").rglob("trainer_state.json")) else None
     assert skipped, "no epoch was shorter than another: the setting does not exercise the padding steps"
     assert len(steps) + len(skipped) == len(set(steps + skipped))  # one decision per optimizer step
+    assert all(has_real[step] for step in steps) and not any(has_real[step] for step in skipped)  # exactly padding
     assert state is None or state["global_step"] == len(steps) + len(skipped)
