@@ -37,6 +37,7 @@ Command line (from the repository root; writes perplexity.json and perplexity.pn
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -341,10 +342,15 @@ def _perplexity(nll: np.ndarray, author: np.ndarray, n_authors: int, mask: np.nd
     return result
 
 
+@functools.lru_cache(maxsize=64)
 def _author_resamples(n_authors: int, samples: int, seed: int) -> np.ndarray:
-    """[samples, n_authors]: how often each author is drawn in each resample (authors with replacement)."""
+    """[samples, n_authors]: how often each author is drawn in each resample (authors with replacement). The same
+    arguments give the same draws, so they are drawn once per report (dozens of breakdowns share an author count);
+    read-only, shared by the callers."""
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n_authors, np.full(n_authors, 1 / n_authors), size=samples).astype(float)
+    weights = rng.multinomial(n_authors, np.full(n_authors, 1 / n_authors), size=samples).astype(float)
+    weights.flags.writeable = False
+    return weights
 
 
 def paired_bootstrap(nll_a: np.ndarray, nll_b: np.ndarray, author: np.ndarray, *, samples: int = 1000,
