@@ -4,6 +4,7 @@ import json
 import math
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -292,7 +293,7 @@ def test_hulm_with_streaming_schedule(tmp_path):
     assert trained.model.author_state.summary_to_state.bias.abs().sum() > 0
 
 
-def _epoch_orders(tmp_path, monkeypatch, name):
+def _epoch_orders(tmp_path, monkeypatch, name, *extra):
     """Run the default recipe (streaming schedule) for three epochs; the batches each epoch drew, per epoch."""
     from hullama.train import hulm
     from hullama.train.batches import EqualEpochs
@@ -310,7 +311,7 @@ def _epoch_orders(tmp_path, monkeypatch, name):
     hulm.main(["--synthetic_authors", "16", "--synthetic_messages", "6", "--num_train_epochs", "3",
                "--scratch_vocab_size", "300", "--scratch_hidden_size", "32", "--scratch_layers", "2", "--block_size",
                "32", "--max_blocks", "2", "--variants", "recurrent", "--per_device_train_batch_size", "2",
-               "--save_strategy", "no", "--eval_strategy", "no", "--output_dir", str(tmp_path / name)])
+               "--save_strategy", "no", "--eval_strategy", "no", "--output_dir", str(tmp_path / name), *extra])
     return drawn
 
 
@@ -362,3 +363,22 @@ def test_every_epoch_trains_every_chunk_once_and_padding_steps_move_no_weight(tm
     assert len(steps) + len(skipped) == len(set(steps + skipped))  # one decision per optimizer step
     assert all(has_real[step] for step in steps) and not any(has_real[step] for step in skipped)  # exactly padding
     assert state is None or state["global_step"] == len(steps) + len(skipped)
+
+
+def test_the_state_held_at_u0_control_trains_on_the_same_batches_and_never_reads_a_carried_state(tmp_path, monkeypatch):
+    """--hold_state_at_initial (the state study's control): the default recipe's batches, in the same order, but every
+    block reads U0, so no loss reaches the recurrence (its bias stays exactly at its initial 0). U0 starts at zero and
+    the gate closed, and reading only U0 opens neither: the control is the plain language model trained on the
+    recurrent schedule, and its held-out scores do not depend on the state at all."""
+    from hullama.eval.perplexity import HELD_OUT_SCORES, TokenScores
+
+    normal = _epoch_orders(tmp_path, monkeypatch, "normal")
+    held = _epoch_orders(tmp_path, monkeypatch, "held", "--hold_state_at_initial")
+    assert held == normal  # same tokens, same schedule, same seed
+    models = {name: HuLlamaForCausalLM.from_pretrained(tmp_path / name / "recurrent") for name in ("normal", "held")}
+    recurrence = {name: m.model.author_state.summary_to_state.bias for name, m in models.items()}
+    assert recurrence["held"].abs().sum() == 0 and recurrence["normal"].abs().sum() > 0
+    scores = {name: TokenScores.load(tmp_path / name / HELD_OUT_SCORES) for name in ("normal", "held")}
+    held_scores, normal_scores = scores["held"].nll, scores["normal"].nll
+    np.testing.assert_array_equal(held_scores["recurrent"], held_scores["recurrent_zeroed_state"])
+    assert not np.array_equal(normal_scores["recurrent"], normal_scores["recurrent_zeroed_state"])

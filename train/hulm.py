@@ -82,6 +82,15 @@ class HuLMArguments:
                           "none at --blocks_per_step 1 (a carried state is detached) and stay as initialised."},
     )
 
+    hold_state_at_initial: bool = field(
+        default=False,
+        metadata={"help": "Control run (the state study): train recurrent with every block reading the learned initial "
+                          "state U0 instead of the carried state (the zeroed-state ablation, applied in training): the "
+                          "same tokens, schedule and seed, but no information from earlier blocks. Its held-out "
+                          "scores that count are its zeroed-state ones; benchmarks/study_report.py compares them "
+                          "with a normal run's."},
+    )
+
     def __post_init__(self):
         if self.author_pool < 0:
             raise ArgumentError(f"--author_pool {self.author_pool} is invalid: it must be 0 (as many authors as "
@@ -95,6 +104,9 @@ class HuLMArguments:
         unknown = [v for v in self.variant_list if v not in VARIANTS]
         if unknown or not self.variant_list:
             raise ArgumentError(f"--variants {self.variants!r}: choose from {', '.join(VARIANTS)}")
+        if self.hold_state_at_initial and "recurrent" not in self.variant_list:
+            raise ArgumentError("--hold_state_at_initial holds the recurrent variant's state: add recurrent to "
+                                f"--variants (now {self.variants!r})")
         if len(set(self.variant_list)) < len(self.variant_list):
             raise ArgumentError(f"--variants {self.variants!r} names a variant twice (its second run would replace "
                                 "the first)")
@@ -209,7 +221,7 @@ def run(model_args, data_args, hulm_args, hub_args, training_args) -> dict:
             data_collator=collator, processing_class=tokenizer, state_lr_scale=model_args.state_lr_scale,
             stream_authors=stream, author_pool=hulm_args.author_pool, stagger_authors=hulm_args.stagger_authors,
             learn_recurrence=hulm_args.learn_recurrence, author_draw=hulm_args.author_draw,
-            token_budget=step_tokens,
+            token_budget=step_tokens, hold_state_at_initial=hulm_args.hold_state_at_initial and variant == "recurrent",
         )
         trainer.train(resume_from_checkpoint=resume_point(training_args.resume_from_checkpoint, Path(args.output_dir)))
         if main_process:

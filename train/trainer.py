@@ -3,6 +3,8 @@
 - create_optimizer: the HuLlama modules (and head) get their own learning rate (`state_lr_scale` x LoRA's).
 - compute_loss: also collects the state diagnostics the model reports (mean |U|, injection norm), so that a
   saturated or unused state shows in the training log at once.
+- compute_loss with `hold_state_at_initial` (a control): every block reads the learned initial state (the model's
+  `ablate_state=True`), in training and evaluation, the schedule and the batches unchanged.
 - log: adds perplexity next to every (eval) loss of a language model, and the averaged diagnostics.
 - get_train_dataloader / compute_loss, with the streaming schedule (train/schedule.py) only: batches drawn from a
   pool of open authors, each reading its chunks in order, each chunk starting from the state the author's last one
@@ -46,9 +48,10 @@ class HuLMTrainer(Trainer):
     def __init__(self, *args, state_lr_scale: float = 1.0, report_perplexity: bool = True,
                  stream_authors: bool = False, author_pool: int = 0, stagger_authors: bool = False,
                  learn_recurrence: bool = False, author_draw: str = "uniform", token_budget: int | None = None,
-                 **kwargs):
+                 hold_state_at_initial: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.token_budget = token_budget
+        self.hold_state_at_initial = hold_state_at_initial
         self.state_lr_scale = state_lr_scale
         self.report_perplexity = report_perplexity
         self.stream_authors, self.author_pool, self.stagger_authors = stream_authors, author_pool, stagger_authors
@@ -164,6 +167,8 @@ class HuLMTrainer(Trainer):
         if stream:  # each chunk starts from its author's carried state, computed inside the forward
             self._carrier.attach(_hullama_model(model))
             self._carrier.next_chunks(stream["author_index"], stream["chunk_index"])
+        if self.hold_state_at_initial:
+            inputs = {**inputs, "ablate_state": True}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if stream:
             self._carrier.keep(stream["author_index"], self._carrier.entered, outputs,
