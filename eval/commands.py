@@ -15,9 +15,8 @@ from hullama.data import VARIANTS
 
 ZEROED = "recurrent_zeroed_state"  # the ablation scored beside recurrent: the state reset before every block
 ALL_VARIANTS = (*VARIANTS, ZEROED)
-# How a probe reads a labelled message, and what it takes as an author's features (eval/features.py).
+# How a probe reads a labelled message (eval/features.py).
 MESSAGE_CONTEXTS = ("auto", "recurrent", "in_context", "none")
-AUTHOR_SOURCES = ("auto", "state", "messages", "state+messages")
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 # The downstream tasks, in the registry's order (eval/tasks.py defines them and checks this list).
 TASK_NAMES = ("stance_abortion", "stance_atheism", "stance_climate", "stance_clinton", "stance_feminism", "sentiment",
@@ -93,19 +92,24 @@ class ProbeArguments:
         "help": f"Tasks (default: all eight): {', '.join(TASK_NAMES)}."})
     data_dir: str | None = field(default=None, metadata={
         "help": "Folder holding hart/ and commits/ (default: ../shared/data)."})
-    layer: int = field(default=-1, metadata={
-        "help": "hidden_states index of the message features: 0 the embeddings, i layer i, -1 the last."})
+    layers: list[int] | None = field(default=None, metadata={
+        "help": "hidden_states indices the feature search tries (0 the embeddings, i the output of layer i, -1 the "
+                "last; default: every layer, or 8 evenly spaced in a deeper model)."})
     message_context: str = field(default="auto", metadata={
         "choices": MESSAGE_CONTEXTS, "help": "How a labelled message is read (auto: recurrent for HuLlama, none "
                                              "otherwise)."})
-    author_features: str = field(default="auto", metadata={
-        "choices": AUTHOR_SOURCES, "help": "Author-task features (auto: state for HuLlama, messages otherwise)."})
+    folds: int = field(default=5, metadata={"help": "Cross-validation folds over all of a task's authors."})
+    inner_folds: int = field(default=3, metadata={
+        "help": "Inner folds (over the other folds' authors) that choose the features and the regularisation."})
+    bootstrap_samples: int = field(default=1000, metadata={"help": "Author resamples for the 95 %% intervals."})
+    reference: str | None = field(default=None, metadata={
+        "help": "The model (its --name) every other is compared with (default: the first)."})
     block_size: int | None = field(default=None, metadata={"help": "Tokens per block (default: each model's config)."})
     max_blocks: int | None = field(default=None, metadata={"help": "Blocks kept per author (default: all)."})
     batch_size: int = field(default=4, metadata={"help": "Authors or rows per forward pass."})
     blocks_per_forward: int = field(default=16, metadata={
         "help": "Recurrent blocks per forward pass, the state carried between them (bounds memory)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the logistic regressions."})
+    seed: int = field(default=0, metadata={"help": "Seed of the folds, the logistic regressions and the bootstrap."})
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)."})
     dtype: str = field(default="auto", metadata={
         "choices": DTYPE_NAMES, "help": "The weights' dtype when loading."})

@@ -206,7 +206,8 @@ def _score_variant(parts: ModelParts, tokenizer: Any, corpus: Corpus, variant: s
                                          base, who[:, None].expand(B, k).reshape(-1)[real]))
             continue
         extra = {parts.ablate_kwarg: True} if variant == ZEROED else {}
-        for k0, hidden, _ in recurrent_chunks(parts, batch, blocks_per_forward=blocks_per_forward, **extra):
+        for k0, by_layer, _ in recurrent_chunks(parts, batch, blocks_per_forward=blocks_per_forward, **extra):
+            hidden = by_layer[-1]
             k = hidden.shape[1]
             base = (first[:, None] + C * (k0 + torch.arange(k))[None]).reshape(-1)
             pieces.append(_token_nll(parts, hidden.reshape(B * k, T, -1), labels[:, k0 : k0 + k].reshape(B * k, T),

@@ -7,7 +7,9 @@ Message level (tweets with author histories, ../shared/data/hart; metric: weight
   sentiment
       classes negative / neutral / positive (objective and objective-OR-neutral count as neutral). There is no
       train file: sent_dev.jsonl's authors are split 60/20/20 into train / dev / test (by author, seed 0).
-Author level (numpy commit messages, ../shared/data/commits; splits: the corpus's own train/dev/test authors):
+Author level (the commit messages of numpy, scipy and ipython pooled, ../shared/data/commits: a person has one
+user_id in every project and is in the same split in each; an author's messages are all their commits in time order
+and their labels come from all of them; splits: the corpus's own train/dev/test authors, 556 in all):
   commit_region       weighted F1. Each commit's UTC offset gives a region; the author's label is the region of
                       most of their commits (ties: the region of their earliest commit among the tied ones):
                         Americas       offset <= -02:00             (UTC-10 .. UTC-2: the Americas, Hawaii)
@@ -63,7 +65,8 @@ class UnknownTaskError(ValueError):
 class TaskSpec:
     """One downstream task.
 
-    files: file role -> path relative to the data folder. split_from: file role -> {split: fraction of that file's
+    files: file role -> path relative to the data folder, or several paths read as one file (author level: a
+    person's rows pooled over them, labels derived from all of them). split_from: file role -> {split: fraction of that file's
     authors} (by author, `seed`), e.g. {"train": {"train": 0.8, "dev": 0.2}, "dev": {"test": 1.0}}.
     labels: class names in id order (None: regression). label_column: the files' label column (message level).
     derive: how an author-level label comes from the timestamps ("region" or "first_year").
@@ -72,7 +75,7 @@ class TaskSpec:
     name: str
     level: str  # "message" | "author"
     metric: str  # "weighted_f1" | "pearson_r" (modules in eval/metrics)
-    files: dict[str, str]
+    files: dict[str, str | tuple[str, ...]]
     split_from: dict[str, dict[str, float]]
     description: str = ""
     labels: tuple[str, ...] | None = None
@@ -94,7 +97,8 @@ class TaskSpec:
 _STANCE_TARGETS = {"abortion": ("abo", "Legalization of Abortion"), "atheism": ("ath", "Atheism"),
                    "climate": ("clim", "Climate Change is a Real Concern"), "clinton": ("clin", "Hillary Clinton"),
                    "feminism": ("fem", "Feminist Movement")}
-_COMMIT_FILES = {s: f"commits/numpy_{s}.jsonl" for s in SPLITS}
+COMMIT_PROJECTS = ("numpy", "scipy", "ipython")
+_COMMIT_FILES = {s: tuple(f"commits/{project}_{s}.jsonl" for project in COMMIT_PROJECTS) for s in SPLITS}
 _COMMIT_SPLITS = {s: {s: 1.0} for s in SPLITS}
 
 TASKS: dict[str, TaskSpec] = {
@@ -111,11 +115,11 @@ TASKS: dict[str, TaskSpec] = {
         labels=SENTIMENT_LABELS, label_aliases=dict(SEMEVAL_SENTIMENT_ALIASES)),
     "commit_region": TaskSpec(
         name="commit_region", level="author", metric="weighted_f1", files=_COMMIT_FILES, split_from=_COMMIT_SPLITS,
-        description="region of a numpy committer from the UTC offset of most of their commits", labels=REGIONS,
+        description="region of a numpy, scipy or ipython committer from the UTC offset of most of their commits", labels=REGIONS,
         label_column=None, derive="region"),
     "commit_first_year": TaskSpec(
         name="commit_first_year", level="author", metric="pearson_r", files=_COMMIT_FILES,
-        split_from=_COMMIT_SPLITS, description="year of a numpy committer's first commit (regression)",
+        split_from=_COMMIT_SPLITS, description="year of a numpy, scipy or ipython committer's first commit (regression)",
         label_column=None, derive="first_year"),
 }
 if tuple(TASKS) != TASK_NAMES:  # the commands list the tasks without importing this module
@@ -203,16 +207,29 @@ def _blank_timestamps(corpus: Corpus, source: str) -> Corpus:
     return replace(corpus, frame=frame, source=source, report=report)
 
 
-def _load_file(spec: TaskSpec, path: Path) -> Corpus:
+def file_paths(spec: TaskSpec, role: str, folder: Path) -> list[Path]:
+    """The files of one role of a task, under the data folder."""
+    rel = spec.files[role]
+    return [folder / r for r in ((rel,) if isinstance(rel, str) else rel)]
+
+
+def _load_file(spec: TaskSpec, paths: list[Path]) -> Corpus:
+    source = " + ".join(map(str, paths))
     if spec.level == "message":
+        if len(paths) != 1:
+            raise ValueError(f"task {spec.name}: a message-level task reads one file per role, got {source}")
+        (path,) = paths
         corpus = load_corpus(path, task="message", labels=list(spec.labels) if spec.labels else None,
                              label_aliases=spec.label_aliases, regression=spec.regression,
                              columns={"label": spec.label_column})
     else:
-        rows = _read_jsonl(path)
-        if not rows:
-            raise ValueError(f"{path}: the file holds no records")
-        labels = derive_author_labels(rows, spec.derive, str(path))
+        rows = []
+        for path in paths:
+            part = _read_jsonl(path)
+            if not part:
+                raise ValueError(f"{path}: the file holds no records")
+            rows.extend(part)
+        labels = derive_author_labels(rows, spec.derive, source)
         frame = pd.DataFrame({
             "user_id": [str(r["user_id"]) for r in rows],
             "message_id": [r.get("message_id") for r in rows],
@@ -222,7 +239,7 @@ def _load_file(spec: TaskSpec, path: Path) -> Corpus:
         })
         corpus = load_corpus(frame, task="author", labels=list(spec.labels) if spec.labels else None,
                              regression=spec.regression)
-    return _blank_timestamps(corpus, str(path))
+    return _blank_timestamps(corpus, source)
 
 
 def load_task(name: str, data_dir: str | Path | None = None) -> dict[str, Corpus]:
@@ -234,14 +251,14 @@ def load_task(name: str, data_dir: str | Path | None = None) -> dict[str, Corpus
     """
     spec = get_task(name)
     folder = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
-    paths = {role: folder / rel for role, rel in spec.files.items()}
-    for role, path in paths.items():
+    paths = {role: file_paths(spec, role, folder) for role in spec.files}
+    for path in (p for role_paths in paths.values() for p in role_paths):
         if not path.is_file():
             raise FileNotFoundError(f"task {name}: data file not found: {path} (data_dir={folder})")
     parts: dict[str, list[Corpus]] = {}
-    for role, path in paths.items():
+    for role, role_paths in paths.items():
         try:
-            corpus = _load_file(spec, path)
+            corpus = _load_file(spec, role_paths)
         except CorpusError as e:
             raise ValueError(f"task {name}: {e}") from None
         for split, piece in split_by_author(corpus, spec.split_from[role], seed=spec.seed).items():

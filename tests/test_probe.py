@@ -1,5 +1,6 @@
-"""eval/features.py + eval/probe.py: frozen features land on the right messages and authors, the linear probes
-select on dev and score on test, two models compare in one table, and the CLI runs end to end on task files."""
+"""eval/features.py + eval/probe.py: frozen feature candidates land on the right messages and authors, the probe
+protocol scores every model over all authors and compares them with intervals, and the CLI runs end to end on task
+files (the protocol's statistics: tests/test_protocol.py)."""
 
 import json
 from dataclasses import replace
@@ -14,8 +15,8 @@ from conftest import perturb_state_modules, tiny_hullama_config, tiny_llama_conf
 from hullama.data.corpus import load_corpus, split_by_author
 from hullama.data.synthetic import synthetic_corpus
 from hullama.data.tokenizer import train_byte_bpe
-from hullama.eval.features import Features, author_features, message_features
-from hullama.eval.probe import fit_probe, format_table, main, probe_tasks
+from hullama.eval.features import MessagePooling, author_features, message_features
+from hullama.eval.probe import format_table, main, probe_tasks
 from hullama.eval.tasks import STANCE_LABELS, TaskSpec, load_task
 from modeling_hullama import HuLlamaForCausalLM
 
@@ -63,29 +64,53 @@ def models():
 def test_message_features_sit_on_the_labelled_messages(stance, tokenizer, models):
     hullama, llama = models
     labelled = stance.frame.dropna(subset=["label"]).set_index("message_id")["label"]
+    # blocks of 24 tokens: messages straddle blocks, and one block a forward carries a message's mean across chunks
     whole = message_features(hullama, tokenizer, stance, block_size=24, blocks_per_forward=None, progress=False)
     chunked = message_features(hullama, tokenizer, stance, block_size=24, blocks_per_forward=1, progress=False)
-    assert chunked.ids == whole.ids and chunked.y.tolist() == whole.y.tolist()
-    np.testing.assert_allclose(chunked.X, whole.X, rtol=1e-4, atol=1e-4)
+    assert chunked.ids == whole.ids and chunked.y.tolist() == whole.y.tolist() and whole.context == "recurrent"
+    assert list(whole.candidates) == [f"layer {i}, {p}" for i in (1, 2, 3, 4) for p in ("last token", "mean of tokens")]
+    for name, X in whole.candidates.items():
+        np.testing.assert_allclose(chunked.candidates[name], X, rtol=1e-4, atol=1e-4)
     for model, context in ((hullama, "auto"), (hullama, "in_context"), (llama, "auto")):
         f = message_features(model, tokenizer, stance, context=context, block_size=BLOCK, progress=False)
-        assert sorted(f.ids) == sorted(labelled.index) and f.X.shape == (len(labelled), 64)
-        assert f.y.tolist() == [int(labelled[i]) for i in f.ids]
-        assert np.isfinite(f.X).all()
-    # the plain Llama reads each message alone: its feature is the hidden state at the message's last text token
+        assert sorted(f.ids) == sorted(labelled.index) and f.y.tolist() == [int(labelled[i]) for i in f.ids]
+        assert all(X.shape == (len(labelled), 64) and np.isfinite(X).all() for X in f.candidates.values())
+    # the plain Llama reads each message alone: its features are the hidden states at the message's last text
+    # token and their mean over the message's text tokens (after the start token)
     row = stance.frame.dropna(subset=["label"]).iloc[0]
     ids = [tokenizer.eos_token_id] + tokenizer(row["message"])["input_ids"]  # start token = the separator here
     assert len(ids) <= BLOCK
     with torch.no_grad():
-        expected = llama.model(torch.tensor([ids])).last_hidden_state[0, -1]
-    assert_close(torch.from_numpy(f.X[f.ids.index(row["message_id"])]), expected, rtol=1e-4, atol=1e-4)
-    # a chosen layer: hidden_states[1] is the output of decoder layer 0
-    f1 = message_features(llama, tokenizer, stance, layer=1, block_size=BLOCK, progress=False)
-    with torch.no_grad():
-        expected = llama.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[1][0, -1]
-    assert_close(torch.from_numpy(f1.X[f1.ids.index(row["message_id"])]), expected, rtol=1e-4, atol=1e-4)
+        hidden = llama.model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+    at = f.ids.index(row["message_id"])
+    for layer in (1, 4):
+        assert_close(torch.from_numpy(f.candidates[f"layer {layer}, last token"][at]), hidden[layer][0, -1],
+                     rtol=1e-4, atol=1e-4)
+        assert_close(torch.from_numpy(f.candidates[f"layer {layer}, mean of tokens"][at]),
+                     hidden[layer][0, 1:].mean(0), rtol=1e-4, atol=1e-4)
+    only = message_features(llama, tokenizer, stance, layers=[-1], block_size=BLOCK, progress=False)
+    assert list(only.candidates) == ["layer 4, last token", "layer 4, mean of tokens"]  # -1: the last hidden state
+    with pytest.raises(ValueError, match="layer 5 is out of range"):
+        message_features(llama, tokenizer, stance, layers=[5], block_size=BLOCK, progress=False)
     with pytest.raises(ValueError, match="needs a HuLlama model"):
         message_features(llama, tokenizer, stance, context="recurrent", block_size=BLOCK, progress=False)
+
+
+def test_message_pooling_carries_a_message_across_pieces():
+    """Tokens 5 6 | 7 SEP 8 9 SEP 4: read in one piece or cut anywhere, the same means of the same messages."""
+    sep = 0
+    ids = torch.tensor([5, 6, 7, sep, 8, 9, sep, 4])
+    hidden = torch.arange(16, dtype=torch.float32).reshape(8, 2)
+    ends = [2, 5]  # the last text tokens of the two finished messages
+    expected_mean = torch.stack([hidden[0:3].mean(0), hidden[4:6].mean(0)])
+    last, mean = MessagePooling(sep).pool(ids, hidden, torch.tensor(ends))
+    assert_close(last, hidden[ends])
+    assert_close(mean, expected_mean)
+    for cut in range(1, 8):
+        pooling = MessagePooling(sep)
+        got = [pooling.pool(ids[lo:hi], hidden[lo:hi], torch.tensor([e - lo for e in ends if lo <= e < hi]))[1]
+               for lo, hi in ((0, cut), (cut, 8))]
+        assert_close(torch.cat(got), expected_mean)
 
 
 def test_author_features_from_states_and_pooled_messages(age, tokenizer, models):
@@ -94,51 +119,31 @@ def test_author_features_from_states_and_pooled_messages(age, tokenizer, models)
     state = author_features(hullama, tokenizer, age, block_size=BLOCK, max_blocks=3, progress=False)
     chunked = author_features(hullama, tokenizer, age, block_size=BLOCK, max_blocks=3, blocks_per_forward=1,
                               progress=False)
-    np.testing.assert_allclose(chunked.X, state.X, rtol=1e-4, atol=1e-5)
-    assert state.X.shape == (n, hullama.config.state_size) and state.ids == age.authors
+    assert state.ids == age.authors
+    for name, X in state.candidates.items():
+        np.testing.assert_allclose(chunked.candidates[name], X, rtol=1e-4, atol=1e-5)
+    size = hullama.config.state_size
+    assert state.candidates["state, final"].shape == state.candidates["state, mean over blocks"].shape == (n, size)
     label = age.frame.groupby("user_id")["label"].first()
     np.testing.assert_allclose(state.y, label[state.ids].to_numpy())
+    both = state.candidates["state mean + messages' layer 4, mean of tokens"]
+    np.testing.assert_allclose(both, np.concatenate([state.candidates["state, mean over blocks"],
+                                                     state.candidates["layer 4, mean of tokens"]], axis=1))
+    # the final state is the state after the author's last real block
+    from hullama.data.blocks import build_blocks
+
+    data = build_blocks(age, tokenizer, variant="recurrent", task="author", block_size=BLOCK, max_blocks=3,
+                        cache_dir=None)
+    first = data.collator()([data.dataset[0]])
+    with torch.no_grad():
+        final = hullama.model(input_ids=first["input_ids"], attention_mask=first["attention_mask"]).final_author_state
+    assert_close(torch.from_numpy(state.candidates["state, final"][0]), final[0], rtol=1e-4, atol=1e-5)
     pooled = author_features(llama, tokenizer, age, block_size=BLOCK, progress=False)
-    assert pooled.X.shape == (n, 64) and "messages" in pooled.description
-    both = author_features(hullama, tokenizer, age, source="state+messages", block_size=BLOCK, max_blocks=3,
-                           progress=False)
-    assert both.X.shape == (n, hullama.config.state_size + 64)
-    np.testing.assert_allclose(both.X[:, : hullama.config.state_size], state.X)
-    with pytest.raises(ValueError, match="need a HuLlama model"):
-        author_features(llama, tokenizer, age, source="state", progress=False)
+    assert list(pooled.candidates) == [f"layer {i}, {p}" for i in (1, 2, 3, 4) for p in ("last token", "mean of tokens")]
+    assert all(X.shape == (n, 64) for X in pooled.candidates.values())
 
 
-def _features(X, y):
-    return Features(np.asarray(X, dtype=np.float32), np.asarray(y), [str(i) for i in range(len(y))], [], "toy")
-
-
-def test_fit_probe_selects_on_dev_and_scores_test():
-    rng = np.random.default_rng(0)
-
-    def classes(n):
-        y = rng.integers(0, 3, n)
-        return _features(np.eye(3)[y] * 3 + rng.normal(0, 0.3, (n, 3)), y)
-
-    result = fit_probe(classes(60), classes(30), classes(30), metric="weighted_f1", regression=False)
-    best = max(g["dev"] for g in result["grid"])
-    assert result["test"] == 1.0 and result["dev"] == best
-    assert result["hyperparameter"]["C"] == next(g["C"] for g in result["grid"] if g["dev"] == best)  # ties: first
-    assert len(result["grid"]) == 6 and (result["n_train"], result["n_dev"], result["n_test"]) == (60, 30, 30)
-
-    def linear(n):
-        X = rng.normal(size=(n, 4))
-        return _features(X, X @ [1.0, -2.0, 0.5, 0.0] + rng.normal(0, 0.01, n))
-
-    result = fit_probe(linear(80), linear(40), linear(40), metric="pearson_r", regression=True)
-    assert result["test"] > 0.99 and result["hyperparameter"]["alpha"] <= 10
-    one_class = fit_probe(_features(np.ones((4, 3)), [1, 1, 1, 1]), classes(6), classes(6), metric="weighted_f1",
-                          regression=False)
-    assert "single class" in one_class["note"]
-    with pytest.raises(ValueError, match="the dev split has no labelled example"):
-        fit_probe(classes(5), _features(np.zeros((0, 3)), []), classes(5), metric="weighted_f1", regression=False)
-
-
-def test_probe_tasks_compares_two_models_in_one_table(stance, age, tokenizer, models):
+def test_probe_tasks_compares_two_models_with_intervals(stance, age, tokenizer, models):
     hullama, llama = models
     tasks = {
         "stance": (TaskSpec("stance", "message", "weighted_f1", {}, {}, labels=STANCE_LABELS),
@@ -147,33 +152,44 @@ def test_probe_tasks_compares_two_models_in_one_table(stance, age, tokenizer, mo
     }
     hullama.train()
     results = probe_tasks({"llama": (llama, tokenizer), "hullama": (hullama, tokenizer)}, tasks, block_size=BLOCK,
-                          max_blocks=3, progress=False)
+                          max_blocks=3, folds=3, inner_folds=2, bootstrap_samples=200, progress=False)
     assert hullama.training and not llama.training  # modes restored
     assert results["models"]["hullama"]["message_context"] == "recurrent"
-    assert results["models"]["llama"]["author_features"] == "messages"
-    for task, metric in (("stance", "weighted_f1"), ("age", "pearson_r")):
+    assert results["protocol"]["reference"] == "llama"
+    labelled = int(stance.frame["label"].notna().sum())
+    for task, metric, rows in (("stance", "weighted_f1", labelled), ("age", "pearson_r", len(age.authors))):
+        r = results["tasks"][task]
+        assert r["metric"] == metric and r["num_rows"] == rows and r["num_authors"] == 12  # all authors scored
         for name in ("llama", "hullama"):
-            r = results["results"][task][name]
-            assert r["metric"] == metric and -1 <= r["test"] <= 1 and r["n_test"] > 0
+            score = r["scores"][name]
+            assert -1 <= score["score"] <= 1 and score["ci95"][0] <= score["ci95"][1] and len(score["choices"]) == 3
+        diff = r["differences"]["hullama"]
+        assert diff["difference"] == pytest.approx(r["scores"]["hullama"]["score"] - r["scores"]["llama"]["score"])
+        assert list(r["differences"]) == ["hullama"]
+    assert results["summary"]["hullama"]["tasks"] == 2
     table = format_table(results).splitlines()
-    assert table[0] == "| task | metric | llama | hullama | hullama - llama |" and len(table) == 4
-    assert table[2].startswith("| stance | weighted_f1 |")
+    assert table[0] == "| task | metric | authors | llama | hullama | hullama - llama |"
+    assert table[2].startswith("| stance | weighted_f1 | 12 |") and "hullama vs llama: better on" in table[-1]
     json.dumps(results)
+    with pytest.raises(ValueError, match="reference 'base' is not one of the models"):
+        probe_tasks({"llama": (llama, tokenizer)}, tasks, reference="base", progress=False)
 
 
 def _write_task_files(root: Path, frame):
-    """hart/abo_{train,dev}.jsonl and commits/numpy_{train,dev,test}.jsonl in the real files' format."""
+    """hart/abo_{train,dev}.jsonl and commits/{numpy,scipy,ipython}_{train,dev,test}.jsonl in the real files' format
+    (each author's commits dealt over the three projects, as one person commits to several)."""
     (root / "hart").mkdir(parents=True)
     (root / "commits").mkdir()
     authors = sorted(frame["user_id"].unique())
-    files = {"hart/abo_train.jsonl": authors[:8], "hart/abo_dev.jsonl": authors[8:],
-             "commits/numpy_train.jsonl": authors[:6], "commits/numpy_dev.jsonl": authors[6:9],
-             "commits/numpy_test.jsonl": authors[9:]}
-    for rel, users in files.items():
+    for rel, users in {"hart/abo_train.jsonl": authors[:8], "hart/abo_dev.jsonl": authors[8:]}.items():
         part = frame[frame["user_id"].isin(users)][["user_id", "message_id", "timestamp", "message", "label"]]
-        if rel.startswith("commits"):
-            part = part.drop(columns="label").assign(source="numpy")
         part.to_json(root / rel, orient="records", lines=True)
+    nth = frame.groupby("user_id").cumcount() % 3
+    for split, users in {"train": authors[:6], "dev": authors[6:9], "test": authors[9:]}.items():
+        for i, project in enumerate(("numpy", "scipy", "ipython")):
+            part = frame[frame["user_id"].isin(users) & (nth == i)]
+            part = part[["user_id", "message_id", "timestamp", "message"]].assign(source=project)
+            part.to_json(root / "commits" / f"{project}_{split}.jsonl", orient="records", lines=True)
 
 
 def test_cli_two_models_on_registered_tasks(frame, tokenizer, models, tmp_path):
@@ -186,11 +202,13 @@ def test_cli_two_models_on_registered_tasks(frame, tokenizer, models, tmp_path):
     out = tmp_path / "out"
     args = ["--model_name_or_path", str(tmp_path / "llama"), str(tmp_path / "hullama"), "--name", "base", "hulm",
             "--tasks", "stance_abortion", "commit_first_year", "--data_dir", str(data), "--block_size",
-            str(BLOCK), "--max_blocks", "2", "--output_dir", str(out), "--device", "cpu"]
+            str(BLOCK), "--max_blocks", "2", "--folds", "3", "--inner_folds", "2", "--bootstrap_samples", "100",
+            "--output_dir", str(out), "--device", "cpu"]
     results = main(args)
     assert json.loads((out / "probe.json").read_text()) == json.loads(json.dumps(results))
     table = (out / "probe.md").read_text()
-    assert "| task | metric | base | hulm | hulm - base |" in table and "| commit_first_year | pearson_r |" in table
+    assert "| task | metric | authors | base | hulm | hulm - base |" in table
+    assert "| commit_first_year | pearson_r | 12 |" in table
     assert results["models"]["hulm"]["hullama"] and not results["models"]["base"]["hullama"]
     with pytest.raises(SystemExit):  # three adapters for two models
         main(args[:3] + ["--adapter", "none", "none", "none"])
@@ -198,22 +216,27 @@ def test_cli_two_models_on_registered_tasks(frame, tokenizer, models, tmp_path):
         main(["--model", str(tmp_path / "llama"), "--model", str(tmp_path / "hullama")])
     with pytest.raises(SystemExit):
         main(args[:2] + ["--tasks", "no_such_task"])
+    for wrong in (["--folds", "1"], ["--reference", "nobody"]):
+        with pytest.raises(SystemExit):
+            main(args + wrong)
 
 
 @pytest.mark.slow
-def test_real_stance_task_with_tiny_models(shared_data, tokenizer, models):
+def test_real_tasks_with_tiny_models_score_every_author(shared_data, tokenizer, models):
     hullama, llama = models
     both = {"llama": (llama, tokenizer), "hullama": (hullama, tokenizer)}
-    stance = probe_tasks(both, ["stance_abortion"], data_dir=shared_data, block_size=BLOCK, batch_size=8,
-                         progress=False)["results"]["stance_abortion"]
-    region = probe_tasks(both, ["commit_region"], data_dir=shared_data, block_size=BLOCK, max_blocks=4,
-                         batch_size=8, progress=False)["results"]["commit_region"]
+    results = probe_tasks(both, ["stance_abortion", "commit_region"], data_dir=shared_data, block_size=BLOCK,
+                          max_blocks=4, batch_size=8, bootstrap_samples=200, progress=False)["tasks"]
     splits = load_task("stance_abortion", shared_data)
-    n_test = int(splits["test"].frame["label"].notna().sum())
-    for name in both:
-        assert stance[name]["n_test"] == n_test and stance[name]["labels_dropped"] == {"train": 0, "dev": 0, "test": 0}
-        assert 0 <= stance[name]["test"] <= 1
-        assert region[name]["n_test"] == 24 and 0 <= region[name]["test"] <= 1
+    labelled = sum(int(c.frame["label"].notna().sum()) for c in splits.values())
+    stance, region = results["stance_abortion"], results["commit_region"]
+    # the 4-block window keeps each author's last labelled tweets: every label is scored or counted as dropped
+    dropped = stance["labels_dropped"]["llama"]
+    assert stance["num_rows"] + dropped == labelled and stance["labels_dropped"]["hullama"] == dropped
+    assert region["num_rows"] == region["num_authors"] == 556  # the three projects' authors, pooled
+    for task in (stance, region):
+        for name in both:
+            assert 0 <= task["scores"][name]["score"] <= 1
 
 
 def test_author_tasks_on_the_same_files_share_one_forward_pass(age, tokenizer, models):
@@ -224,13 +247,14 @@ def test_author_tasks_on_the_same_files_share_one_forward_pass(age, tokenizer, m
     calls = []
     hook = hullama.get_input_embeddings().register_forward_hook(lambda *_: calls.append(1))
     try:
-        one = probe_tasks({"m": (hullama, tokenizer)}, {"age": (spec, splits)}, block_size=BLOCK, progress=False)
+        quick = dict(block_size=BLOCK, folds=3, inner_folds=2, bootstrap_samples=50, progress=False)
+        one = probe_tasks({"m": (hullama, tokenizer)}, {"age": (spec, splits)}, **quick)
         alone = len(calls)
-        both = probe_tasks({"m": (hullama, tokenizer)}, {"age": (spec, splits), "minus_age": (spec, negated)},
-                           block_size=BLOCK, progress=False)
+        both = probe_tasks({"m": (hullama, tokenizer)}, {"age": (spec, splits), "minus_age": (spec, negated)}, **quick)
     finally:
         hook.remove()
     assert alone > 0 and len(calls) == 2 * alone  # the second task reused the first one's features
-    assert both["results"]["age"]["m"]["test"] == pytest.approx(one["results"]["age"]["m"]["test"])
+    age = one["tasks"]["age"]["scores"]["m"]["score"]
+    assert both["tasks"]["age"]["scores"]["m"]["score"] == pytest.approx(age)
     # ridge on -y predicts -prediction: Pearson r is unchanged, so the relabelled features are the same ones
-    assert both["results"]["minus_age"]["m"]["test"] == pytest.approx(one["results"]["age"]["m"]["test"], abs=1e-6)
+    assert both["tasks"]["minus_age"]["scores"]["m"]["score"] == pytest.approx(age, abs=1e-6)

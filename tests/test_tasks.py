@@ -14,8 +14,8 @@ from hullama.data.blocks import build_blocks
 from hullama.data.corpus import SEMEVAL_SENTIMENT_ALIASES
 from hullama.eval.metrics import METRIC_NAMES
 from hullama.eval.tasks import (
-    REGIONS, TASK_NAMES, TASKS, UnknownTaskError, derive_author_labels, get_task, label_counts, load_task, main,
-    region_of_offset,
+    REGIONS, TASK_NAMES, TASKS, UnknownTaskError, derive_author_labels, file_paths, get_task, label_counts, load_task,
+    main, region_of_offset,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,9 +102,10 @@ def _direct_message_counts(spec, shared_data):
     return counts
 
 
-def _direct_author_labels(path, derive):
-    """An independent derivation with pandas: offsets from the string's last 6 characters."""
-    frame = pd.DataFrame(_rows(path))
+def _direct_author_labels(paths, derive):
+    """An independent derivation with pandas over the files' rows pooled: offsets from the string's last 6
+    characters."""
+    frame = pd.DataFrame([row for path in paths for row in _rows(path)])
     offset = frame["timestamp"].str[-6:]
     minutes = offset.str[0].map({"+": 1, "-": -1}) * (offset.str[1:3].astype(int) * 60 + offset.str[4:6].astype(int))
     frame["utc"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
@@ -139,24 +140,27 @@ def test_every_task_loads_from_the_shared_data(shared_data, name):
             assert ours["train"] + ours["dev"] == direct["dev+train"]
         else:  # sentiment: one file -> all three splits
             assert ours["train"] + ours["dev"] + ours["test"] == direct["dev+test+train"]
-        source_authors = {str(r["user_id"]) for rel in spec.files.values() for r in _rows(shared_data / rel)}
+        source_authors = {str(r["user_id"]) for role in spec.files for p in file_paths(spec, role, shared_data)
+                          for r in _rows(p)}
         assert set().union(*authors.values()) == source_authors
     else:
+        assert spec.files["test"] == tuple(f"commits/{p}_test.jsonl" for p in ("numpy", "scipy", "ipython"))
+        assert sum(len(c.authors) for c in splits.values()) == 556  # every person once, pooled over the projects
         for split, corpus in splits.items():
-            path = shared_data / spec.files[split]
-            expected = _direct_author_labels(path, spec.derive)
+            paths = file_paths(spec, split, shared_data)
+            expected = _direct_author_labels(paths, spec.derive)
             got = corpus.frame.groupby("user_id")["label"].first()
             if spec.regression:
                 assert got.to_dict() == expected
             else:
                 assert {u: corpus.id2label[int(y)] for u, y in got.items()} == expected
-            assert len(corpus) == len(_rows(path))
+            assert len(corpus) == sum(len(_rows(path)) for path in paths)
 
 
 def test_timestamps_never_reach_the_tokenized_text(shared_data, tokenizer):
     splits = load_task("commit_region", shared_data)
     corpus = splits["test"]
-    raw = _rows(shared_data / "commits" / "numpy_test.jsonl")
+    raw = [r for p in ("numpy", "scipy", "ipython") for r in _rows(shared_data / "commits" / f"{p}_test.jsonl")]
     stamps = {r["timestamp"] for r in raw}
     assert not any(stamp in message for message in corpus.frame["message"] for stamp in stamps)
     # Everything the model reads is the messages and separators, in the corpus's (time) order, nothing else.
