@@ -9,8 +9,14 @@ state zeroed; recurrent - in_context and recurrent - zeroed with 95 % paired-boo
 ablation cost ((zeroed - recurrent) / recurrent); and the criterion: recurrent below in_context with the interval
 below zero, and an ablation cost of at least 3 %.
 
+A control run (`hold_state_at_initial: true`, u0.yaml: the same recurrent recipe, tokens, schedule and seed, every block
+reading U0) splits recurrent - in_context in two, each with its interval: the state's benefit, recurrent - control
+(two trained models that differ only in whether a block reads the carried state), and the schedule's, control -
+in_context (what training on the recurrent schedule does to the language model alone), on block 1 and blocks 2+.
+
     hullama-train benchmarks/state_study/tweets_block32/baselines.yaml      # none and in_context
     hullama-train benchmarks/state_study/tweets_block32/gate.yaml           # one run per mechanism or setting
+    hullama-train benchmarks/state_study/tweets_block32/u0.yaml             # the control (state held at U0)
     python benchmarks/study_report.py outputs/state_study/tweets_block32/* --output_dir outputs/state_study/tweets
 
 A recurrent run is named by its folder (`recurrent[gate]`); none and in_context come from the run that trained them
@@ -42,16 +48,28 @@ def _ppl(variants: dict, name: str) -> dict:
             "blocks_2+": r["by_block"]["2+"]["perplexity"]}
 
 
+def is_control(run_args: dict) -> bool:
+    return bool(run_args["HuLMArguments"].get("hold_state_at_initial"))
+
+
+def _compare(merged: TokenScores, a: str, b: str, mask, samples: int, seed: int) -> dict:
+    return paired_bootstrap(merged.nll[a], merged.nll[b], merged.author, samples=samples, seed=seed, mask=mask)
+
+
 def report(merged: TokenScores, runs: dict[str, dict], *, samples: int = 1000, seed: int = 0) -> dict:
     missing = [b for b in BASELINES if b not in merged.nll]
     if missing:
         raise ValueError(f"no run trained {', '.join(missing)}: add the study's baselines run")
+    controls = [name for name, run_args in runs.items() if is_control(run_args)]
+    if len(controls) > 1:
+        raise ValueError(f"{len(controls)} control runs ({', '.join(controls)}): list one")
+    control = f"recurrent[{controls[0]}]" if controls else None
     summary = summarize(merged, bootstrap_samples=samples, seed=seed)
-    later = merged.block >= 1
+    later, first = merged.block >= 1, merged.block == 0
     rows = []
     for name, run_args in runs.items():
         label = f"recurrent[{name}]"
-        if label not in merged.nll:
+        if label not in merged.nll or is_control(run_args):
             continue
         zeroed = f"{label}_zeroed_state"
         vs_in_context, vs_zeroed = (paired_bootstrap(merged.nll[label], merged.nll[other], merged.author,
@@ -71,6 +89,12 @@ def report(merged: TokenScores, runs: dict[str, dict], *, samples: int = 1000, s
             "criterion": {"recurrent_beats_in_context": beats, "ablation_cost_at_least_3_percent":
                           cost >= ABLATION_COST_PERCENT, "met": beats and cost >= ABLATION_COST_PERCENT},
         })
+        if control is not None:
+            rows[-1]["control"] = {
+                "run": controls[0], "perplexity": _ppl(summary["variants"], control),
+                **{f"{what}_{where}": _compare(merged, a, b, mask, samples, seed)
+                   for what, (a, b) in (("state_benefit", (label, control)), ("schedule", (control, "in_context")))
+                   for where, mask in (("block_1", first), ("blocks_2+", later))}}
     return {"num_tokens": summary["num_tokens"], "num_authors": summary["num_authors"], "rows": rows,
             "bootstrap": summary["bootstrap"]}
 
@@ -97,6 +121,18 @@ def format_markdown(study: dict) -> str:
                      f"{row['ablation_cost_percent']:.1f} % | {'met' if c['met'] else 'not met'} |")
     lines += ["", f"Criterion: recurrent < in_context on blocks 2+ with the interval below zero, and an ablation cost "
                   f"((zeroed - recurrent) / recurrent) of at least {ABLATION_COST_PERCENT:g} %."]
+    controlled = [row for row in study["rows"] if "control" in row]
+    if controlled:
+        lines += ["", "recurrent - in_context split by the control (the same recipe, every block reading U0): the "
+                      "state's benefit (recurrent - control) and the schedule's (control - in_context).", "",
+                  "| run | control | control perplexity | state benefit, block 1 | state benefit, blocks 2+ | "
+                  "schedule, block 1 | schedule, blocks 2+ |", "|---|---|---|---|---|---|---|"]
+        for row in controlled:
+            c = row["control"]
+            ppl = " / ".join(_num(c["perplexity"][k]) for k in ("all", "block_1", "blocks_2+"))
+            lines.append(f"| {row['run']} | {c['run']} | {ppl} | " + " | ".join(
+                _diff(c[k]) for k in ("state_benefit_block_1", "state_benefit_blocks_2+", "schedule_block_1",
+                                      "schedule_blocks_2+")) + " |")
     return "\n".join(lines)
 
 

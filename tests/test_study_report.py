@@ -2,6 +2,7 @@
 token by token (benchmarks/study_report.py); and the study's own run files name only flags train/hulm.py takes."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ TINY = {"scratch_hidden_size": 64, "scratch_layers": 2, "scratch_heads": 2, "scr
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny study: baselines, two mechanisms, and a run scored on other tokens (block size 16)."""
+    """A tiny study: baselines, two mechanisms, the control (state held at U0), and a run scored on other tokens
+    (block size 16)."""
     root = tmp_path_factory.mktemp("study")
     frame = synthetic_corpus(16, 8, seed=0)[["user_id", "message_id", "timestamp", "message"]]
     frame = frame.assign(timestamp=frame["timestamp"].astype(str))
@@ -30,6 +32,7 @@ def trained(tmp_path_factory):
         frame[frame.user_id.isin(keep)].to_json(root / f"{name}.jsonl", orient="records", lines=True)
     runs = {"baselines": {"variants": "none,in_context"}, "gate": {"variants": "recurrent", "state_mechanism": "gate"},
             "query": {"variants": "recurrent", "state_mechanism": "query"},
+            "u0": {"variants": "recurrent", "state_mechanism": "gate", "hold_state_at_initial": True},
             "other_blocks": {"variants": "recurrent", "block_size": 16}}
     for name, settings in runs.items():
         run_file = root / f"{name}.yaml"
@@ -55,6 +58,29 @@ def test_the_report_compares_runs_on_the_same_tokens(trained, tmp_path):
     baseline = json.loads((trained / "baselines" / "results.json").read_text())["variants"]
     assert study["rows"][0]["perplexity"]["in_context"]["all"] == pytest.approx(baseline["in_context"]["perplexity"])
     assert "| gate |" in (tmp_path / "study.md").read_text() and (tmp_path / "study.json").is_file()
+
+
+def test_the_control_splits_recurrent_minus_in_context_into_state_and_schedule(trained, tmp_path, capsys):
+    study = study_report.main([str(trained / name) for name in ("baselines", "gate", "query", "u0")] +
+                              ["--output_dir", str(tmp_path), "--bootstrap_samples", "50"])
+    assert [row["run"] for row in study["rows"]] == ["gate", "query"]  # the control is not a state run
+    held = json.loads((trained / "u0" / "results.json").read_text())["variants"]["recurrent"]["by_block"]
+    for row in study["rows"]:
+        control = row["control"]
+        assert control["run"] == "u0" and control["perplexity"]["blocks_2+"] == pytest.approx(held["2+"]["perplexity"])
+        state, schedule = control["state_benefit_blocks_2+"], control["schedule_blocks_2+"]
+        assert state["delta_perplexity"] == pytest.approx(
+            row["perplexity"]["recurrent"]["blocks_2+"] - held["2+"]["perplexity"])
+        # recurrent - in_context = (recurrent - control) + (control - in_context)
+        assert state["delta_perplexity"] + schedule["delta_perplexity"] == pytest.approx(
+            row["recurrent_minus_in_context"]["delta_perplexity"])
+        assert control["state_benefit_block_1"]["num_authors"] == study["num_authors"]
+    assert "| gate | u0 |" in (tmp_path / "study.md").read_text()
+    capsys.readouterr()
+    second = shutil.copytree(trained / "u0", tmp_path / "u0_again")
+    with pytest.raises(SystemExit):  # two controls: which one is meant is not clear
+        study_report.main([str(trained / name) for name in ("baselines", "gate", "u0")] + [str(second)])
+    assert "2 control runs" in capsys.readouterr().err
 
 
 def test_runs_on_other_tokens_or_without_baselines_are_refused(trained, capsys):
