@@ -118,7 +118,7 @@ def probe_tasks(models: Mapping[str, tuple[Any, Any]],
       protocol {folds, inner_folds, bootstrap_samples, seed, reference, layers}
       tasks    {task: {level, metric, description, num_rows, num_authors, labels_dropped {model: n},
                        scores {model: {score, ci95, chosen, choices [per fold: candidate, hyperparameter, score],
-                                       seconds}},
+                                       candidate_scores {candidate: inner score, mean over folds}, seconds}},
                        differences {model: {difference, ci95, share_better}}}}   (model - reference)
       summary  {model: {better, worse, tasks}}: tasks whose difference from the reference has its interval wholly
                above (better) or below (worse) zero
@@ -194,7 +194,10 @@ def probe_tasks(models: Mapping[str, tuple[Any, Any]],
                 "num_rows": len(rows), "num_authors": compared["num_authors"],
                 "labels_dropped": {name: _label_count(spec, corpus) - len(rows) for name in models},
                 "scores": {name: {**compared["scores"][name], "chosen": choices[name].most_chosen(),
-                                  "choices": choices[name].choices, "seconds": seconds[name]} for name in models},
+                                  "choices": [{k: v for k, v in c.items() if k != "by_candidate"}
+                                              for c in choices[name].choices],
+                                  "candidate_scores": choices[name].candidate_scores(), "seconds": seconds[name]}
+                           for name in models},
                 "differences": compared["differences"],
             }
             if progress:

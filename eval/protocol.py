@@ -130,11 +130,18 @@ class NestedResult:
 
     predictions: np.ndarray
     folds: list[np.ndarray]
-    choices: list[dict[str, Any]] = field(default_factory=list)  # per outer fold: candidate, hyperparameter, inner
+    # per outer fold: the chosen candidate, its hyperparameter and inner score, and every candidate's best inner score
+    choices: list[dict[str, Any]] = field(default_factory=list)
 
     def most_chosen(self) -> str:
         names = [c["candidate"] for c in self.choices]
         return max(dict.fromkeys(names), key=names.count)
+
+    def candidate_scores(self) -> dict[str, float]:
+        """Every candidate's inner cross-validated score (its best regularisation), averaged over the outer folds:
+        what the probe sees in each layer and pooling, on training authors only."""
+        names = list(self.choices[0]["by_candidate"]) if self.choices else []
+        return {name: float(np.nanmean([c["by_candidate"][name] for c in self.choices])) for name in names}
 
 
 def choose(candidates: Mapping[str, np.ndarray], y: np.ndarray, authors: np.ndarray, *, metric: str,
@@ -181,7 +188,12 @@ def nested_predictions(candidates: Mapping[str, np.ndarray], y: np.ndarray, auth
                         regression=regression, n_folds=inner_folds, seed=seed, grid=grid)
         probe = _fit(candidates[choice["candidate"]][train], y[train], choice["hyperparameter"], regression, seed)
         predictions[test] = probe.predict(candidates[choice["candidate"]][test])
-        choices.append({k: choice[k] for k in ("candidate", "hyperparameter", "score")})
+        by_candidate: dict[str, float] = {}
+        for tried in choice["tried"]:
+            best = by_candidate.get(tried["candidate"], -math.inf)
+            by_candidate[tried["candidate"]] = max(best, tried["score"]) if not math.isnan(tried["score"]) else best
+        choices.append({**{k: choice[k] for k in ("candidate", "hyperparameter", "score")},
+                        "by_candidate": {k: (v if v > -math.inf else math.nan) for k, v in by_candidate.items()}})
     return NestedResult(predictions, folds, choices)
 
 

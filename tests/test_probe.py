@@ -163,6 +163,7 @@ def test_probe_tasks_compares_two_models_with_intervals(stance, age, tokenizer, 
         for name in ("llama", "hullama"):
             score = r["scores"][name]
             assert -1 <= score["score"] <= 1 and score["ci95"][0] <= score["ci95"][1] and len(score["choices"]) == 3
+            assert score["chosen"] in score["candidate_scores"] and "layer 4, last token" in score["candidate_scores"]
         diff = r["differences"]["hullama"]
         assert diff["difference"] == pytest.approx(r["scores"]["hullama"]["score"] - r["scores"]["llama"]["score"])
         assert list(r["differences"]) == ["hullama"]

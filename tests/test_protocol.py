@@ -109,6 +109,8 @@ def test_the_feature_search_chooses_on_inner_folds_only():
     assert again.choices[0] == result.choices[0]
     # and every row was predicted exactly once, by a probe fitted without its author
     assert len(result.predictions) == len(y) and result.most_chosen() == "steady"
+    seen = result.candidate_scores()  # on training authors only: "leaky" looks weaker there
+    assert list(seen) == ["steady", "leaky"] and seen["steady"] > seen["leaky"]
 
 
 def test_choose_prefers_the_earlier_candidate_and_stronger_regularisation_on_ties():
