@@ -30,3 +30,17 @@ def train_byte_bpe(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTo
     )
     tokenizer.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+
+
+def auto_tokenizer(source: str, *, trust_remote_code: bool = False):
+    """`AutoTokenizer.from_pretrained(source)` without the type warning it logs for a HuLlama folder (it also reads
+    config.json, whose model type "hullama" its config registry does not know; the tokenizer files suffice)."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+    finally:
+        hf_logging.set_verbosity(verbosity)

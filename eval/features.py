@@ -53,7 +53,7 @@ def load_model(path: str | Path, *, adapter: str | Path | None = None, tokenizer
     `tokenizer`: a folder holding the tokenizer (default: the model folder).
     Raises FileNotFoundError naming the missing folder.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     for what, folder in (("model", path), ("adapter", adapter), ("tokenizer", tokenizer)):
@@ -73,14 +73,10 @@ def load_model(path: str | Path, *, adapter: str | Path | None = None, tokenizer
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
-    from transformers.utils import logging as hf_logging
+    from hullama.data.tokenizer import auto_tokenizer
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # AutoTokenizer also reads a HuLlama config.json and warns about its type
-    try:  # the tokenizer files suffice: never run (or ask to run) a folder's remote code
-        tok = AutoTokenizer.from_pretrained(str(tokenizer or path), trust_remote_code=False)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    # the tokenizer files suffice: never run (or ask to run) a folder's remote code
+    tok = auto_tokenizer(tokenizer or path, trust_remote_code=False)
     model.to(device or default_device()).eval()
     return model, tok
 

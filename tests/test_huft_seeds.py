@@ -2,6 +2,8 @@
 resumed without retraining, and its means and t-intervals against a hand computation."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,7 +38,7 @@ def setting(tmp_path_factory):
     return root
 
 
-def test_the_grid_runs_resumes_and_reports_intervals_over_seeds(setting, capsys):
+def test_the_grid_runs_resumes_and_reports_intervals_over_seeds(setting, capfd):
     out = setting / "grid"
     args = ["--standard", str(setting / "pretrained" / "none"), "--huft", str(setting / "pretrained" / "recurrent"),
             "--tasks", "stance_abortion", "--seeds", "1", "2", "--output_dir", str(out),
@@ -59,8 +61,18 @@ def test_the_grid_runs_resumes_and_reports_intervals_over_seeds(setting, capsys)
     stamps = sorted(p.stat().st_mtime for p in out.rglob("metrics.json"))
     huft_seeds.main(args)
     assert sorted(p.stat().st_mtime for p in out.rglob("metrics.json")) == stamps
-    capsys.readouterr()
+    capfd.readouterr()
     for wrong, message in ((["--seeds", "1"], "needs at least two"), (["--seed", "4"], "--seed is set by")):
         with pytest.raises(SystemExit):
             huft_seeds.main([*args, *wrong])
-        assert message in capsys.readouterr().err
+        assert message in capfd.readouterr().err
+
+
+def test_a_hullama_base_lends_its_tokenizer_without_warnings(setting):
+    """AutoTokenizer also reads the folder's config.json and would warn that it does not know the type "hullama"."""
+    code = ("import sys; from hullama.train.args import ModelArguments; from hullama.train.qlora import load_tokenizer;"
+            " print(len(load_tokenizer(ModelArguments(base_model=sys.argv[1]))))")
+    run = subprocess.run([sys.executable, "-c", code, str(setting / "pretrained" / "recurrent")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and int(run.stdout) == 300
+    assert "model of type" not in run.stderr and "custom code" not in run.stderr, run.stderr

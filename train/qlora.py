@@ -210,9 +210,7 @@ def training_report(model) -> str:
 
 def load_tokenizer(model_args: ModelArguments, training_texts=None) -> PreTrainedTokenizerBase:
     """--tokenizer, else the adapter's, else the base's; from scratch, a byte-level BPE trained on the texts."""
-    from transformers import AutoTokenizer
-
-    from hullama.data.tokenizer import train_byte_bpe
+    from hullama.data.tokenizer import auto_tokenizer, train_byte_bpe
 
     # an adapter is saved with its tokenizer; its HuLlama base folder holds none
     source = model_args.tokenizer or model_args.adapter or model_args.base_model
@@ -221,7 +219,7 @@ def load_tokenizer(model_args: ModelArguments, training_texts=None) -> PreTraine
     if Path(source).is_dir() and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
         raise ArgumentError(f"{source} holds no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}): pass --tokenizer")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=model_args.trust_remote_code)
+        tokenizer = auto_tokenizer(source, trust_remote_code=model_args.trust_remote_code)
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "trust_remote_code" in str(error):
