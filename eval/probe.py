@@ -270,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"--name has {len(names)} values for {n} models: give one per model")
     if len(set(names)) != n:
         names = [f"{i + 1}:{name}" for i, name in enumerate(names)]
+    if args.reference is not None and args.reference not in names:
+        parser.error(f"--reference {args.reference!r} is not one of the models' names ({', '.join(names)})")
     for task in args.tasks:
         try:
             get_task(task)

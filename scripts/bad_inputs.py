@@ -439,6 +439,10 @@ def _cases() -> list[Case]:
         entry="probe", expect="--block")
     add("probe-model-missing", "--model /nonexistent", lambda f: ["--model", "/nonexistent"], entry="probe",
         expect="/nonexistent")
+    add("probe-one-fold", "--folds 1", lambda f: ["--model", model_dir(f), "--folds", "1"], entry="probe",
+        expect="--folds 1 is invalid")
+    add("probe-reference", "--reference naming no model", lambda f: ["--model", model_dir(f), "--reference", "base"],
+        entry="probe", expect="--reference 'base' is not one of the models")
     add("study-untrained-run", "a run folder with no held-out scores", lambda f: [str(_empty_dir(f))], entry="study",
         expect="held_out_scores.npz")
     add("study-abbrev", "--bootstrap 10 (an abbreviated flag)", lambda f: [str(_empty_dir(f)), "--bootstrap", "10"],
