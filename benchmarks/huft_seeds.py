@@ -25,9 +25,12 @@ import numpy as np
 
 from hullama.command_line import OneLineArgumentParser
 from hullama.eval.commands import TASK_NAMES
+from hullama.eval.tasks import get_task
 
-MESSAGE_TASKS = TASK_NAMES[:6]  # the stance tasks and sentiment: where a message is read in its author's context
+GRID_ARGS = "huft_seeds_args.json"  # the models and train/huft.py flags the grid's runs were trained with
 CONTEXTS = {"standard": "none", "huft": "recurrent"}
+# the stance tasks and sentiment: where a message is read in its author's context
+MESSAGE_TASKS = tuple(t for t in TASK_NAMES if get_task(t).level == "message")
 
 
 def mean_interval(values: list[float]) -> dict:
@@ -119,21 +122,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_dir", type=Path, required=True)
     parser.add_argument("--report_only", action="store_true", help="only the report of the finished grid")
     args, extra = parser.parse_known_args(argv)
-    if len(set(args.seeds)) < 2:
+    for flag, values in (("--seeds", args.seeds), ("--tasks", args.tasks)):
+        if len(set(values)) < len(values):  # a repeat would count one run twice and narrow the interval
+            parser.error(f"{flag} {' '.join(map(str, values))} names one twice")
+    if len(args.seeds) < 2:
         parser.error(f"--seeds {' '.join(map(str, args.seeds))}: an interval over seeds needs at least two")
     for flag in ("--task_name", "--base_model", "--author_context", "--seed", "--output_dir"):
         if any(e == flag or e.startswith(flag + "=") for e in extra):
             parser.error(f"{flag} is set by huft_seeds.py for every run")
+    grid = {"standard": args.standard, "huft": args.huft, "huft_args": extra}
+    recorded = args.output_dir / GRID_ARGS
+    earlier = json.loads(recorded.read_text()) if recorded.is_file() else None
     if not args.report_only:
         for name in ("standard", "huft"):
             if not Path(getattr(args, name)).is_dir():
                 parser.error(f"--{name} {getattr(args, name)}: no such model folder")
+        if earlier is not None and earlier != grid:  # finished runs would mix two recipes in one table
+            parser.error(f"{args.output_dir} holds runs trained with other models or flags ({recorded}): use another "
+                         "--output_dir, or the same arguments to continue")
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        recorded.write_text(json.dumps(grid, indent=2) + "\n")
         run_grid(args.output_dir, {"standard": args.standard, "huft": args.huft}, args.tasks, args.seeds, extra)
     try:
         result = report(args.output_dir, args.tasks, args.seeds)
     except FileNotFoundError as e:
         parser.error(str(e))
-    result["models"] = {"standard": args.standard, "huft": args.huft, "huft_args": extra}
+    result["models"] = earlier if args.report_only and earlier is not None else grid
     table = format_markdown(result)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "huft_seeds.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -63,7 +63,8 @@ def report(merged: TokenScores, runs: dict[str, dict], *, samples: int = 1000, s
     controls = [name for name, run_args in runs.items() if is_control(run_args)]
     if len(controls) > 1:
         raise ValueError(f"{len(controls)} control runs ({', '.join(controls)}): list one")
-    control = f"recurrent[{controls[0]}]" if controls else None
+    # the control never read a carried state: its zeroed-state scores (every block from U0) are what it learned
+    control = f"recurrent[{controls[0]}]_zeroed_state" if controls else None
     summary = summarize(merged, bootstrap_samples=samples, seed=seed)
     later, first = merged.block >= 1, merged.block == 0
     rows = []
@@ -72,8 +73,7 @@ def report(merged: TokenScores, runs: dict[str, dict], *, samples: int = 1000, s
         if label not in merged.nll or is_control(run_args):
             continue
         zeroed = f"{label}_zeroed_state"
-        vs_in_context, vs_zeroed = (paired_bootstrap(merged.nll[label], merged.nll[other], merged.author,
-                                                     samples=samples, seed=seed, mask=later)
+        vs_in_context, vs_zeroed = (_compare(merged, label, other, later, samples, seed)
                                     for other in ("in_context", zeroed))
         recurrent, ablated = (summary["variants"][v]["by_block"]["2+"]["perplexity"] for v in (label, zeroed))
         cost = 100 * (ablated - recurrent) / recurrent

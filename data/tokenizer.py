@@ -33,8 +33,9 @@ def train_byte_bpe(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTo
 
 
 def auto_tokenizer(source: str, *, trust_remote_code: bool = False):
-    """`AutoTokenizer.from_pretrained(source)` without the type warning it logs for a HuLlama folder (it also reads
-    config.json, whose model type "hullama" its config registry does not know; the tokenizer files suffice)."""
+    """`AutoTokenizer.from_pretrained(source)` with transformers' warnings silenced while it loads: it also reads a
+    HuLlama folder's config.json and warns that its config registry does not know the type "hullama" (the tokenizer
+    files suffice). Errors still raise."""
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -9,7 +9,8 @@
     message: at the labelled message's last text token, and the mean over its text tokens (`MessagePooling`), the
              message read either in the author's recurrent timeline (HuLlama), with earlier messages as plain
              context (`in_context`), or alone (`none`, what a plain Llama sees);
-    author : the mean over the author's messages, each read alone, of those two message features (a message
+    author : the mean over the author's messages, each read alone, of the hidden state at the message's last token
+             (its separator, which has read the whole message) and of the mean over its text tokens (a message
              longer than a block counts once per piece); for HuLlama also the author state after the last block,
              the mean state over the real blocks, and that mean beside each message candidate.
   `layers` are indices in transformers' `hidden_states` convention: 0 = the embeddings, i = the output of decoder
@@ -140,7 +141,8 @@ def _batches(rows: list[dict], batch_size: int):
         yield rows[start : start + batch_size]
 
 
-def _resolve_context(parts: ModelParts, context: str) -> str:
+def resolve_message_context(parts: ModelParts, context: str) -> str:
+    """How `message_features` reads a message for this model ('auto' resolved); ValueError for a bad one."""
     if context not in MESSAGE_CONTEXTS:
         raise ValueError(f"message context must be one of {MESSAGE_CONTEXTS}, got {context!r}")
     if context == "auto":
@@ -231,8 +233,9 @@ class FeatureSet:
         return replace(self, y=y)
 
 
-def _text_tokens(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[K, T] blocks (or [1, T] a row) -> a bool [K, T]: the real tokens after each block's start token."""
+def _text_tokens(mask: torch.Tensor) -> torch.Tensor:
+    """[K, T] attention mask of blocks (or [1, T] of a row) -> a bool [K, T]: the real tokens after each block's start
+    token."""
     text = mask.bool().clone()
     text[:, 0] = False
     return text
@@ -253,7 +256,7 @@ def message_features(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, *, 
     if corpus.task != "message":
         raise ValueError(f"message features need a corpus loaded with task='message' (this one: {corpus.task!r})")
     parts = model_parts(model)
-    variant = _resolve_context(parts, context)
+    variant = resolve_message_context(parts, context)
     layers = resolve_layers(parts, layers)
     data = build_blocks(corpus, tokenizer, variant=variant, task="message", block_size=block_size,
                         max_blocks=max_blocks, cache_dir=None)
@@ -265,7 +268,7 @@ def message_features(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, *, 
 
     def pool_piece(by_layer, block_ids, block_mask, block_labels, pooling) -> tuple[dict, torch.Tensor]:
         """The labelled positions of one piece (blocks [k, T] or a row [1, T]) pooled: ({candidate: [m, H]}, labels)."""
-        text = _text_tokens(block_ids, block_mask)
+        text = _text_tokens(block_mask)
         flat_ids, flat_labels = block_ids[text], block_labels[text]
         where = (flat_labels != IGNORE_INDEX).nonzero().squeeze(-1)
         found = {}
@@ -326,7 +329,7 @@ def author_features(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, *, l
                     block_size: int = 256, max_blocks: int | None = None, batch_size: int = 4,
                     blocks_per_forward: int | None = 16, progress: bool = True) -> FeatureSet:
     """Feature candidates of every author of an author-task corpus: the mean over the author's messages, each read
-    alone, of each message's last-token and mean-of-tokens features at every layer of `layers`; and for a HuLlama
+    alone, of each message's last-token (its separator) and mean-of-tokens features at every layer of `layers`; and for a HuLlama
     model also the author state after the last block ("state, final"), its mean over the real blocks, and that mean
     beside each message candidate ("state + ...")."""
     if corpus.task != "author":
@@ -347,7 +350,7 @@ def author_features(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, *, l
                            for name, X in message_candidates.items()})
     label = dict(zip(corpus.frame["user_id"], corpus.frame["label"]))
     y = np.asarray([label[u] for u in users], dtype=np.float64 if corpus.regression else np.int64)
-    return FeatureSet(candidates, y, users, users, "none")
+    return FeatureSet(candidates, y, users, users, "each message alone; states: recurrent")
 
 
 def _state_features(parts, tokenizer, corpus, *, block_size, max_blocks, batch_size, blocks_per_forward, progress):
@@ -384,26 +387,27 @@ def _pooled_message_features(parts, tokenizer, corpus, *, layers, block_size, ma
     order = list(dict.fromkeys(r["user_id"] for r in rows))
     index = {u: i for i, u in enumerate(order)}
     sums: dict[str, np.ndarray] = {}
-    counts = np.zeros(len(order))
+    # a piece holding only its separator (a message cut exactly at a row's end) has a last token but no text to
+    # average: it counts for the last-token candidates only
+    counts = {pooling: np.zeros(len(order)) for pooling in POOLINGS}
     for chunk in tqdm(list(_batches(rows, batch_size)), desc="message features (pooled)", disable=not progress):
         batch = collate(chunk)
         by_layer, _ = run_backbone(parts, batch, layers=layers)
         rows_of = np.asarray([index[r["user_id"]] for r in chunk])
-        text = _text_tokens(batch["input_ids"], batch["attention_mask"])
+        text = _text_tokens(batch["attention_mask"])
+        ids = [batch["input_ids"][r][text[r]] for r in range(len(chunk))]
+        has_text = np.asarray([bool((i != separator).any()) for i in ids])
         for layer in layers:
-            last, mean = [], []
-            for r in range(len(chunk)):
-                ids = batch["input_ids"][r][text[r]]
-                hidden = by_layer[layer][r][text[r].to(by_layer[layer].device)].cpu()
-                # a message piece read alone ends with its separator (or is cut): pooled at its last token
-                one = MessagePooling(separator).pool(ids, hidden, torch.tensor([len(ids) - 1]))
-                last.append(one[0])
-                mean.append(one[1])
-            for pooling, values in (("last", last), ("mean", mean)):
-                feats = torch.cat(values).numpy()
+            pooled = [MessagePooling(separator).pool(ids[r], by_layer[layer][r][text[r].to(by_layer[layer].device)],
+                                                     [len(ids[r]) - 1]) for r in range(len(chunk))]
+            for pooling, which, keep in (("last", 0, np.ones(len(chunk), bool)), ("mean", 1, has_text)):
+                feats = torch.cat([p[which] for p in pooled]).cpu().numpy()
                 name = _candidate(layer, pooling)
                 if name not in sums:
                     sums[name] = np.zeros((len(order), feats.shape[1]))
-                np.add.at(sums[name], rows_of, feats)
-        np.add.at(counts, rows_of, 1)
-    return {name: dict(zip(order, (total / counts[:, None]).astype(np.float32))) for name, total in sums.items()}
+                np.add.at(sums[name], rows_of[keep], feats[keep])
+        np.add.at(counts["last"], rows_of, 1)
+        np.add.at(counts["mean"], rows_of[has_text], 1)
+    pooling_of = {_candidate(layer, p): p for layer in layers for p in POOLINGS}
+    return {name: dict(zip(order, (total / np.maximum(counts[pooling_of[name]], 1)[:, None]).astype(np.float32)))
+            for name, total in sums.items()}

@@ -37,7 +37,6 @@ Command line (from the repository root; writes perplexity.json and perplexity.pn
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
@@ -55,6 +54,7 @@ from hullama.data.blocks import IGNORE_INDEX, VARIANTS, build_blocks
 from hullama.data.corpus import Corpus
 from hullama.eval.commands import ALL_VARIANTS, ZEROED, perplexity_parser
 from hullama.eval.features import ModelParts, model_parts, recurrent_chunks
+from hullama.eval.protocol import author_resamples
 
 DEFAULT_HISTORY_BUCKETS = (0, 256, 1024)
 # (a, b) pairs compared by the bootstrap, when both were computed.
@@ -337,21 +337,10 @@ def _perplexity(nll: np.ndarray, author: np.ndarray, n_authors: int, mask: np.nd
               "num_authors": int(kept.sum())}
     if bootstrap:
         samples, seed = bootstrap
-        weights = _author_resamples(int(kept.sum()), samples, seed)
+        weights = author_resamples(int(kept.sum()), samples, seed)
         per_token_drawn = weights @ sums[kept] / (weights @ count[kept])
         result["ci95"] = np.exp(np.minimum(np.percentile(per_token_drawn, [2.5, 97.5]), 700)).tolist()
     return result
-
-
-@functools.lru_cache(maxsize=64)
-def _author_resamples(n_authors: int, samples: int, seed: int) -> np.ndarray:
-    """[samples, n_authors]: how often each author is drawn in each resample (authors with replacement). The same
-    arguments give the same draws, so they are drawn once per report (dozens of breakdowns share an author count);
-    read-only, shared by the callers."""
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n_authors, np.full(n_authors, 1 / n_authors), size=samples).astype(float)
-    weights.flags.writeable = False
-    return weights
 
 
 def paired_bootstrap(nll_a: np.ndarray, nll_b: np.ndarray, author: np.ndarray, *, samples: int = 1000,
@@ -368,7 +357,7 @@ def paired_bootstrap(nll_a: np.ndarray, nll_b: np.ndarray, author: np.ndarray, *
         return {"num_tokens": 0, "num_authors": 0}
     sa, sb = np.bincount(who, weights=nll_a[mask]), np.bincount(who, weights=nll_b[mask])
     la, lb = sa.sum() / n.sum(), sb.sum() / n.sum()
-    weights = _author_resamples(len(n), samples, seed)
+    weights = author_resamples(len(n), samples, seed)
     tokens = weights @ n
     ba, bb = weights @ sa / tokens, weights @ sb / tokens
     delta, log_ratio = np.exp(ba) - np.exp(bb), ba - bb

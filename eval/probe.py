@@ -46,7 +46,10 @@ import pandas as pd
 from hullama.command_line import check_common_args
 from hullama.data.corpus import Corpus
 from hullama.eval.commands import TASK_NAMES, probe_parser
-from hullama.eval.features import MESSAGE_CONTEXTS, FeatureSet, author_features, message_features, model_parts
+from hullama.eval.features import (
+    MESSAGE_CONTEXTS, FeatureSet, author_features, message_features, model_parts, resolve_layers,
+    resolve_message_context,
+)
 from hullama.eval.protocol import nested_predictions, paired_bootstrap
 from hullama.eval.tasks import SPLITS, TaskSpec, get_task, load_task
 
@@ -92,7 +95,12 @@ def _resolve_tasks(tasks, data_dir) -> dict[str, tuple[TaskSpec, dict[str, Corpu
 
 
 def _common_rows(features: Mapping[str, FeatureSet]) -> list[str]:
-    """The labelled rows every model's features reached, in the first model's order."""
+    """The labelled rows every model's features reached, in the first model's order (rows are matched by id: every
+    id must be present and unique)."""
+    for name, f in features.items():
+        if any(i is None for i in f.ids) or len(set(f.ids)) != len(f.ids):
+            raise ValueError(f"{name}: the labelled rows need unique ids (message_id, or user_id for author tasks) to "
+                             "be matched across models; some are missing or repeated")
     first, *others = features.values()
     shared = set(first.ids).intersection(*(f.ids for f in others)) if others else set(first.ids)
     return [i for i in first.ids if i in shared]
@@ -114,7 +122,7 @@ def probe_tasks(models: Mapping[str, tuple[Any, Any]],
                 progress: bool = True) -> dict[str, Any]:
     """The probe protocol (module docstring) for every model on every task; returns a JSON-ready dict:
 
-      models   {name: {hullama, message_context, block_size}}
+      models   {name: {hullama, block_size, layers (searched), message_context}}
       protocol {folds, inner_folds, bootstrap_samples, seed, reference, layers}
       tasks    {task: {level, metric, description, num_rows, num_authors, labels_dropped {model: n},
                        scores {model: {score, ci95, chosen, choices [per fold: candidate, hyperparameter, score],
@@ -123,7 +131,7 @@ def probe_tasks(models: Mapping[str, tuple[Any, Any]],
       summary  {model: {better, worse, tasks}}: tasks whose difference from the reference has its interval wholly
                above (better) or below (worse) zero
     labels_dropped: labels a model's features could not reach (outside the max_blocks window, untokenizable); every
-    model is scored on the rows all of them reached.
+    model is scored on the rows all of them reached (labels_not_reached_by_every_model: the others).
     models: {name: (model, tokenizer)}; each model is frozen (eval mode, no gradients) for the call.
     tasks: registered task names (loaded from `data_dir`), or {name: (TaskSpec, {"train"|"dev"|"test": Corpus})}.
     layers: hidden-state indices to search (default: eval/features.default_layers of each model).
@@ -150,6 +158,7 @@ def probe_tasks(models: Mapping[str, tuple[Any, Any]],
         hullama = model_parts(model).hullama
         report["models"][name] = {
             "hullama": hullama, "block_size": _block_size_for(model, block_size),
+            "layers": resolve_layers(model_parts(model), layers),
             "message_context": message_context if message_context != "auto" else ("recurrent" if hullama else "none"),
         }
     bars_were_on = datasets.is_progress_bar_enabled()
@@ -175,6 +184,7 @@ def probe_tasks(models: Mapping[str, tuple[Any, Any]],
                             blocks_per_forward=blocks_per_forward, progress=progress)
                 seconds[name] = time.perf_counter() - t0
             rows = _common_rows(features)
+            reached = {name: len(f.ids) for name, f in features.items()}
             if not rows:
                 raise ValueError(f"task {task}: no labelled example reached by every model")
             features = {name: _restricted(f, rows) for name, f in features.items()}
@@ -192,7 +202,8 @@ def probe_tasks(models: Mapping[str, tuple[Any, Any]],
             report["tasks"][task] = {
                 "level": spec.level, "metric": spec.metric, "description": spec.description,
                 "num_rows": len(rows), "num_authors": compared["num_authors"],
-                "labels_dropped": {name: _label_count(spec, corpus) - len(rows) for name in models},
+                "labels_dropped": {name: _label_count(spec, corpus) - reached[name] for name in models},
+                "labels_not_reached_by_every_model": _label_count(spec, corpus) - len(rows),
                 "scores": {name: {**compared["scores"][name], "chosen": choices[name].most_chosen(),
                                   "choices": [{k: v for k, v in c.items() if k != "by_candidate"}
                                               for c in choices[name].choices],
@@ -292,6 +303,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                       dtype=args.dtype, device=args.device)
         except (FileNotFoundError, OSError, ValueError) as e:
             parser.error(str(e).splitlines()[0])
+    for name, (model, _) in models.items():  # checked before hours of feature extraction, not after
+        try:
+            resolve_layers(model_parts(model), args.layers)
+            resolve_message_context(model_parts(model), args.message_context)
+        except ValueError as e:
+            parser.error(f"model {name}: {e}")
     try:
         results = probe_tasks(models, tasks, layers=args.layers, message_context=args.message_context,
                               block_size=args.block_size, max_blocks=args.max_blocks, batch_size=args.batch_size,

@@ -19,6 +19,7 @@ Pearson correlation, both equal to the repository's evaluate modules (eval/metri
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -200,12 +201,15 @@ def nested_predictions(candidates: Mapping[str, np.ndarray], y: np.ndarray, auth
 # -------------------------------------------------------------------------------------------------- bootstrap
 
 
+@functools.lru_cache(maxsize=64)
 def author_resamples(n_authors: int, samples: int, seed: int) -> np.ndarray:
-    """[samples, n_authors]: how often each author is drawn in each resample (with replacement); the same as the
-    perplexity report's draws for the same arguments."""
-    from hullama.eval.perplexity import _author_resamples
-
-    return _author_resamples(n_authors, samples, seed)
+    """[samples, n_authors]: how often each author is drawn in each resample (authors with replacement). The same
+    arguments give the same draws, so they are drawn once per report (the perplexity report's dozens of breakdowns
+    share an author count); read-only, shared by the callers."""
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n_authors, np.full(n_authors, 1 / n_authors), size=samples).astype(float)
+    weights.flags.writeable = False
+    return weights
 
 
 def paired_bootstrap(metric: str, references: np.ndarray, predictions: Mapping[str, np.ndarray],

@@ -77,6 +77,9 @@ def probe_table(run_dir: Path) -> tuple[list[str], list[dict]]:
         return ["(probe/probe.json missing: the probe stage did not run)"], []
     from hullama.eval.probe import format_table
 
+    if "tasks" not in result or any("scores" not in r for r in result["tasks"].values()):
+        return [f"({run_dir / 'probe' / 'probe.json'} was written by the probe before 2026-11-30 (one test split, no "
+                "intervals): rerun the probe stage)"], []
     rows = []
     for task, r in result["tasks"].items():
         for model, scored in r["scores"].items():

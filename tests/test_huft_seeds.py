@@ -62,7 +62,9 @@ def test_the_grid_runs_resumes_and_reports_intervals_over_seeds(setting, capfd):
     huft_seeds.main(args)
     assert sorted(p.stat().st_mtime for p in out.rglob("metrics.json")) == stamps
     capfd.readouterr()
-    for wrong, message in ((["--seeds", "1"], "needs at least two"), (["--seed", "4"], "--seed is set by")):
+    for wrong, message in ((["--seeds", "1"], "needs at least two"), (["--seed", "4"], "--seed is set by"),
+                           (["--seeds", "1", "1", "2"], "names one twice"),
+                           (["--learning_rate", "0.5"], "holds runs trained with other models or flags")):
         with pytest.raises(SystemExit):
             huft_seeds.main([*args, *wrong])
         assert message in capfd.readouterr().err

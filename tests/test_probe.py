@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.testing import assert_close
@@ -259,3 +260,23 @@ def test_author_tasks_on_the_same_files_share_one_forward_pass(age, tokenizer, m
     assert both["tasks"]["age"]["scores"]["m"]["score"] == pytest.approx(age)
     # ridge on -y predicts -prediction: Pearson r is unchanged, so the relabelled features are the same ones
     assert both["tasks"]["minus_age"]["scores"]["m"]["score"] == pytest.approx(age, abs=1e-6)
+
+
+def test_a_piece_holding_only_its_separator_adds_nothing_to_the_mean_of_tokens(tokenizer, models):
+    """A message exactly one row long is read as two pieces, its text and then its separator alone: the mean-of-tokens
+    feature averages the text only; the last-token feature takes both pieces' last tokens."""
+    _, llama = models
+    message = "the quick brown fox jumps over the lazy dog"
+    tokens = tokenizer(message)["input_ids"]
+    block = len(tokens) + 1  # the start token and the text fill the first row; the separator gets a row of its own
+    frame = pd.DataFrame({"user_id": ["u"], "message_id": ["m"], "timestamp": [None], "message": [message],
+                          "label": [1.0]})
+    corpus = load_corpus(frame, task="author", regression=True)
+    f = author_features(llama, tokenizer, corpus, layers=[4], block_size=block, progress=False)
+    start = tokenizer.eos_token_id
+    with torch.no_grad():
+        text = llama.model(torch.tensor([[start, *tokens]]), output_hidden_states=True).hidden_states[4][0]
+        alone = llama.model(torch.tensor([[start, start]]), output_hidden_states=True).hidden_states[4][0]
+    assert_close(torch.from_numpy(f.candidates["layer 4, mean of tokens"][0]), text[1:].mean(0), rtol=1e-4, atol=1e-4)
+    assert_close(torch.from_numpy(f.candidates["layer 4, last token"][0]), (text[-1] + alone[-1]) / 2, rtol=1e-4,
+                 atol=1e-4)

@@ -64,7 +64,7 @@ def test_the_control_splits_recurrent_minus_in_context_into_state_and_schedule(t
     study = study_report.main([str(trained / name) for name in ("baselines", "gate", "query", "u0")] +
                               ["--output_dir", str(tmp_path), "--bootstrap_samples", "50"])
     assert [row["run"] for row in study["rows"]] == ["gate", "query"]  # the control is not a state run
-    held = json.loads((trained / "u0" / "results.json").read_text())["variants"]["recurrent"]["by_block"]
+    held = json.loads((trained / "u0" / "results.json").read_text())["variants"]["recurrent_zeroed_state"]["by_block"]
     for row in study["rows"]:
         control = row["control"]
         assert control["run"] == "u0" and control["perplexity"]["blocks_2+"] == pytest.approx(held["2+"]["perplexity"])
