@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     import torch
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
@@ -63,6 +63,11 @@ WORKER = textwrap.dedent(
             json.dump(report, f)
     dist.barrier()  # rank 1 waits for rank 0's reference: a process group torn down unevenly can abort
     dist.destroy_process_group()
+    # gloo's threads can still be joinable when the interpreter's C++ destructors run ("terminate called without an
+    # active exception", exit -6, seen under load): everything is written, so leave without them
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
     """
 )
 
