@@ -228,9 +228,13 @@ class FeatureSet:
 
     def relabelled(self, corpus: Corpus) -> FeatureSet:
         """The same author features with the labels of another author task on the same authors."""
-        label = dict(zip(corpus.frame["user_id"], corpus.frame["label"]))
-        y = np.asarray([label[u] for u in self.ids], dtype=np.float64 if corpus.regression else np.int64)
-        return replace(self, y=y)
+        return replace(self, y=author_labels(corpus, self.ids))
+
+
+def author_labels(corpus: Corpus, users: Sequence[str]) -> np.ndarray:
+    """The author-task label of each of `users` (class ids, or floats for a regression task)."""
+    label = dict(zip(corpus.frame["user_id"], corpus.frame["label"]))
+    return np.asarray([label[u] for u in users], dtype=np.float64 if corpus.regression else np.int64)
 
 
 def _text_tokens(mask: torch.Tensor) -> torch.Tensor:
@@ -348,9 +352,7 @@ def author_features(model: torch.nn.Module, tokenizer: Any, corpus: Corpus, *, l
         mean_state = candidates[STATE_CANDIDATES[1]]
         candidates.update({f"state mean + messages' {name}": np.concatenate([mean_state, X], axis=1)
                            for name, X in message_candidates.items()})
-    label = dict(zip(corpus.frame["user_id"], corpus.frame["label"]))
-    y = np.asarray([label[u] for u in users], dtype=np.float64 if corpus.regression else np.int64)
-    return FeatureSet(candidates, y, users, users, "each message alone; states: recurrent")
+    return FeatureSet(candidates, author_labels(corpus, users), users, users, "each message alone; states: recurrent")
 
 
 def _state_features(parts, tokenizer, corpus, *, block_size, max_blocks, batch_size, blocks_per_forward, progress):
