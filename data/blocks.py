@@ -267,7 +267,10 @@ def _row_features(plan: Plan) -> datasets.Features:
 def _tokenize_batch(batch: dict[str, list], tokenizer: Any, separator_id: int) -> dict[str, list]:
     """Author texts to streams: message tokens + separator, concatenated; empty tokenizations dropped."""
     flat = [m for messages in batch["messages"] for m in messages]
-    encoded = tokenizer(flat, add_special_tokens=False, return_attention_mask=False)["input_ids"] if flat else []
+    # verbose=False: a message longer than the tokenizer's model_max_length is cut into blocks later, so
+    # transformers' "indexing errors" warning about it would be wrong here
+    encoded = tokenizer(flat, add_special_tokens=False, return_attention_mask=False,
+                        verbose=False)["input_ids"] if flat else []
     out: dict[str, list] = {k: [] for k in _TOKEN_FEATURES if k != "user_id"}
     k = 0
     for ids, labels in zip(batch["message_ids"], batch["labels"]):

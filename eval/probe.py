@@ -246,6 +246,12 @@ def format_table(results: dict[str, Any]) -> str:
         cells = [task, r["metric"], str(r["num_authors"]), *(f"{r['scores'][n]['score']:.3f}" for n in names)]
         cells += [f"{r['differences'][n]['difference']:+.3f} {_interval(r['differences'][n]['ci95'])}" for n in others]
         lines.append("| " + " | ".join(cells) + " |")
+    samples = results["protocol"]["bootstrap_samples"]
+    for task, r in results["tasks"].items():
+        undefined = {n: d["undefined_resamples"] for n, d in r["differences"].items() if d.get("undefined_resamples")}
+        if undefined:
+            lines.append(f"\n{task}: resamples left out of the interval (the metric undefined on them): "
+                         + ", ".join(f"{n} {k} of {samples}" for n, k in undefined.items()))
     for name, s in results["summary"].items():
         lines.append(f"\n{name} vs {reference}: better on {len(s['better'])} of {s['tasks']} tasks "
                      f"({', '.join(s['better']) or 'none'}), worse on {len(s['worse'])} ({', '.join(s['worse']) or 'none'})")

@@ -212,15 +212,24 @@ def author_resamples(n_authors: int, samples: int, seed: int) -> np.ndarray:
     return weights
 
 
+def _interval_of(values: np.ndarray) -> dict[str, Any]:
+    """The 95 % percentile interval of the defined values (NaN where none is) and the count of undefined ones."""
+    defined = values[~np.isnan(values)]
+    ci95 = np.percentile(defined, [2.5, 97.5]).tolist() if len(defined) else [math.nan, math.nan]
+    return {"ci95": ci95, "undefined_resamples": int(len(values) - len(defined))}
+
+
 def paired_bootstrap(metric: str, references: np.ndarray, predictions: Mapping[str, np.ndarray],
                      authors: Sequence[str], *, reference: str, samples: int = 1000,
                      seed: int = 0) -> dict[str, Any]:
     """Every model's score on the same rows and each model's difference from `reference`, with 95 % percentile
     intervals from the same author resamples (an author drawn k times counts k times).
 
-    Returns {"scores": {model: {score, ci95}}, "differences": {model: {difference, ci95, share_better}},
-    "num_rows", "num_authors", "samples", "seed"}; share_better: the share of resamples in which the model beats
-    the reference.
+    Returns {"scores": {model: {score, ci95, undefined_resamples}}, "differences": {model: {difference, ci95,
+    share_better, undefined_resamples}}, "num_rows", "num_authors", "samples", "seed"}; share_better: the share of
+    resamples in which the model beats the reference; undefined_resamples: how many resamples had no value (Pearson
+    r of a resample whose predictions or labels are all equal), left out of the interval and counted so that a
+    reader can see it.
     """
     if reference not in predictions:
         raise ValueError(f"reference model {reference!r} is not among {list(predictions)}")
@@ -229,16 +238,15 @@ def paired_bootstrap(metric: str, references: np.ndarray, predictions: Mapping[s
     draws = author_resamples(int(who.max()) + 1, samples, seed)  # [samples, authors]
     drawn = {name: np.array([metric_value(metric, references, p, w[who]) for w in draws])
              for name, p in predictions.items()}
-    scores = {name: {"score": metric_value(metric, references, p),
-                     "ci95": np.nanpercentile(drawn[name], [2.5, 97.5]).tolist()}
+    scores = {name: {"score": metric_value(metric, references, p), **_interval_of(drawn[name])}
               for name, p in predictions.items()}
     differences = {}
     for name in predictions:
         if name == reference:
             continue
         delta = drawn[name] - drawn[reference]
-        differences[name] = {"difference": scores[name]["score"] - scores[reference]["score"],
-                             "ci95": np.nanpercentile(delta, [2.5, 97.5]).tolist(),
-                             "share_better": float(np.mean(delta[~np.isnan(delta)] > 0))}
+        defined = delta[~np.isnan(delta)]
+        differences[name] = {"difference": scores[name]["score"] - scores[reference]["score"], **_interval_of(delta),
+                             "share_better": float(np.mean(defined > 0)) if len(defined) else math.nan}
     return {"scores": scores, "differences": differences, "reference": reference, "num_rows": len(references),
             "num_authors": int(who.max()) + 1, "samples": samples, "seed": seed}

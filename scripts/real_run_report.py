@@ -1,7 +1,7 @@
 """Gather a real run's results (scripts/smollm2_real_run.sh) into markdown tables and the model card.
 
 Reads, under --run_dir: hulm/results.json (the recurrent and none models on the same held-out tokens),
-perplexity/*/perplexity.json (each model scored in all three variants), probe/probe.json (the eight linear probes),
+perplexity/*/perplexity.json (each model scored in all three variants), probe*/probe.json (the eight linear probes),
 huft/<task>/<variant>/metrics.json (HuFT and standard fine-tuning), timings.txt. Writes report.md and
 eval_rows.json, and re-renders hulm/recurrent/README.md with every result in its model-index (widget examples
 kept from the card that training wrote). Stages that did not run are left out, and the report says so.
@@ -72,22 +72,27 @@ def training_comparison(run_dir: Path) -> list[str]:
 
 
 def probe_table(run_dir: Path) -> tuple[list[str], list[dict]]:
-    result = _load(run_dir / "probe" / "probe.json")
-    if result is None:
-        return ["(probe/probe.json missing: the probe stage did not run)"], []
+    """The probe stage's tables: probe/probe.json, or one probe_<part>/probe.json per part run side by side."""
+    found = sorted(run_dir.glob("probe*/probe.json"))
+    if not found:
+        return ["(no probe*/probe.json: the probe stage did not run)"], []
     from hullama.eval.probe import format_table
 
-    if "tasks" not in result or any("scores" not in r for r in result["tasks"].values()):
-        return [f"({run_dir / 'probe' / 'probe.json'} was written by the probe before 2026-11-30 (one test split, no "
-                "intervals): rerun the probe stage)"], []
-    rows = []
-    for task, r in result["tasks"].items():
-        for model, scored in r["scores"].items():
-            rows.append({"task_type": "text-classification", "task_name": f"linear probe ({model} features)",
-                         "dataset_name": task, "dataset_type": "downstream-task", "metric_type": r["metric"],
-                         "metric_name": f"{r['metric']} (out-of-fold, all authors)",
-                         "metric_value": round(scored["score"], 4)})
-    return format_table(result).splitlines(), rows
+    lines, rows = [], []
+    for path in found:
+        result = _load(path)
+        if "tasks" not in result or any("scores" not in r for r in result["tasks"].values()):
+            lines += [f"({path} was written by the probe before 2026-11-30 (one test split, no intervals): rerun the "
+                      "probe stage)", ""]
+            continue
+        for task, r in result["tasks"].items():
+            for model, scored in r["scores"].items():
+                rows.append({"task_type": "text-classification", "task_name": f"linear probe ({model} features)",
+                             "dataset_name": task, "dataset_type": "downstream-task", "metric_type": r["metric"],
+                             "metric_name": f"{r['metric']} (out-of-fold, all authors)",
+                             "metric_value": round(scored["score"], 4)})
+        lines += [*format_table(result).splitlines(), ""]
+    return lines, rows
 
 
 CONTEXT_COLUMNS = {"none": "standard fine-tuning (none)", "in_context": "in_context",

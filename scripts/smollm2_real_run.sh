@@ -15,11 +15,12 @@ cd "${REPO:-$(dirname "$0")/..}"   # REPO: the checkout, when this script runs f
 OUT=${OUT:-outputs/smollm2}
 DATA=${DATA:-../shared/data}
 BASE=${BASE:-$HOME/.cache/hullama/smollm2-135m}
-STAGES=${STAGES:-"prepare hulm perplexity probe huft"}
+STAGES=${STAGES:-"prepare hulm perplexity probe shift huft"}
 HULM_STEPS=${HULM_STEPS:-120}        # optimizer steps per variant, HULM_LANES lanes x 1 block of 256 tokens each
 HULM_LANES=${HULM_LANES:-4}          # authors read side by side in a recurrent step (none: as many tokens a step)
 COMPUTE_DTYPE=${COMPUTE_DTYPE:-float32}  # of the 4-bit layers' matmuls; bfloat16 on a GPU
 PROBE_BLOCK=${PROBE_BLOCK:-128} PROBE_MAX_BLOCKS=${PROBE_MAX_BLOCKS:-1}  # probe: history kept per author
+PROBE_LAYERS=${PROBE_LAYERS:-"8 16 23 30"}  # hidden_states indices searched; the state enters at index 16 (of 30)
 HUFT_EPOCHS=${HUFT_EPOCHS:-1}
 HUFT_BLOCK=${HUFT_BLOCK:-128} HUFT_MAX_BLOCKS=${HUFT_MAX_BLOCKS:-2}  # HuFT: history blocks per labelled author
 HUFT_CONTEXTS=${HUFT_CONTEXTS:-"none recurrent"}  # none and in_context start from the base, recurrent from HuLM
@@ -39,14 +40,13 @@ if stage prepare; then
   python scripts/hart_history.py --hart_dir "$DATA/hart" --split dev --output "$OUT/data/hart_history_dev.jsonl"
 fi
 
-if stage hulm; then  # recurrent and none, the same steps and tokens per step; held-out: the numpy test authors
+if stage hulm; then  # recurrent, none and in_context, the same steps and tokens per step; held-out: numpy test authors
   timed hulm python train/hulm.py --base_model "$BASE" --quantization nf4 "${dtype_args[@]}" \
     --train_file "$DATA/commits/numpy_train.jsonl,$OUT/data/hart_history_train.jsonl" \
     --validation_file "$DATA/commits/numpy_test.jsonl" --block_size 256 --max_blocks 8 --eval_max_blocks 8 \
-    --variants recurrent,none --per_device_train_batch_size "$HULM_LANES" --per_device_eval_batch_size 4 \
+    --variants recurrent,none,in_context --per_device_train_batch_size "$HULM_LANES" --per_device_eval_batch_size 4 \
     --max_steps "$HULM_STEPS" --learning_rate 2e-4 --warmup_steps 0.05 --logging_steps 10 --save_strategy no \
-    --gradient_checkpointing \
-    --output_dir "$OUT/hulm"
+    --seed 42 --output_dir "$OUT/hulm"
 fi
 
 if stage perplexity; then  # all three variants with one model: the base, then HuLM-pre-trained (recurrent)
@@ -63,11 +63,27 @@ if stage perplexity; then  # all three variants with one model: the base, then H
   done
 fi
 
-if stage probe; then  # the eight tasks, frozen features + a linear model, base against HuLM-pre-trained
-  timed probe python eval/probe.py --data_dir "$DATA" --tokenizer "$BASE" \
-    --model_name_or_path "$BASE" "$OUT/hulm/hullama-base" --as_hullama yes \
-    --adapter none "$OUT/hulm/recurrent" --name SmolLM2-135M SmolLM2-135M-HuLM \
-    --block_size "$PROBE_BLOCK" --max_blocks "$PROBE_MAX_BLOCKS" --output_dir "$OUT/probe"
+if stage probe; then  # the eight tasks, frozen features + a linear model over all authors: the base and the three
+  # continued models against the one continued without author context (none); tweets and commits side by side
+  H=$OUT/hulm/hullama-base pids=()
+  for part in "tweets:stance_abortion stance_atheism stance_climate stance_clinton stance_feminism sentiment" \
+              "commits:commit_region commit_first_year"; do
+    name=${part%%:*}
+    # shellcheck disable=SC2086  # PROBE_LAYERS and the task list are word lists
+    OMP_NUM_THREADS=$(( $(nproc) > 1 ? $(nproc) / 2 : 1 )) timed "probe_$name" python eval/probe.py \
+      --data_dir "$DATA" --tokenizer "$BASE" --model_name_or_path "$BASE" "$H" "$H" "$H" --as_hullama yes \
+      --adapter none "$OUT/hulm/none" "$OUT/hulm/in_context" "$OUT/hulm/recurrent" \
+      --name base none in_context recurrent --reference none --layers $PROBE_LAYERS --tasks ${part#*:} \
+      --block_size "$PROBE_BLOCK" --max_blocks "$PROBE_MAX_BLOCKS" --output_dir "$OUT/probe_$name" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done   # set -e: a failed probe fails the script
+fi
+
+if stage shift; then  # how far each adapter moves the hidden states the probe reads
+  timed shift python benchmarks/lora_shift.py --model "$OUT/hulm/hullama-base" --tokenizer "$BASE" \
+    --adapter none="$OUT/hulm/none" in_context="$OUT/hulm/in_context" recurrent="$OUT/hulm/recurrent" \
+    --data "$OUT/data/hart_history_dev.jsonl" --block_size "$PROBE_BLOCK" --max_blocks 2 --output "$OUT/shift.json"
 fi
 
 if stage huft; then  # HuFT (recurrent, from the HuLM adapter) against standard fine-tuning (none, from the base)

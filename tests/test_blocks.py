@@ -193,6 +193,18 @@ def test_start_token_is_bos_when_the_tokenizer_has_one(tokenizer):
     assert data.dataset[0]["input_ids"][0][-1] == tok.eos_token_id
 
 
+def test_a_message_longer_than_the_tokenizer_maximum_is_cut_into_blocks_without_a_warning(tokenizer):
+    tok = copy.deepcopy(tokenizer)
+    tok.model_max_length = 12
+    tok.deprecation_warnings.clear()  # transformers warns once per tokenizer: make this one unwarned
+    text = "the author writes a long message that goes on and on and on about many things at once"
+    corpus = load_corpus(pd.DataFrame({"user_id": ["a"], "message": [text]}))
+    data = build_blocks(corpus, tok, block_size=8, cache_dir=None)
+    assert len(data.dataset[0]["input_ids"]) > 1  # the message spans several blocks
+    # transformers records the warning it gave ("... will result in indexing errors") in this dict
+    assert not tok.deprecation_warnings.get("sequence-length-is-longer-than-the-specified-maximum")
+
+
 def test_author_task_and_report(tokenizer):
     frame = random_corpus(1, 4, 0).assign(label=lambda f: f["user_id"].str[1:].astype(float) / 2)
     corpus = load_corpus(frame, task="author", regression=True)

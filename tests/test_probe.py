@@ -144,7 +144,7 @@ def test_author_features_from_states_and_pooled_messages(age, tokenizer, models)
     assert all(X.shape == (n, 64) for X in pooled.candidates.values())
 
 
-def test_probe_tasks_compares_two_models_with_intervals(stance, age, tokenizer, models):
+def test_probe_tasks_compares_two_models_with_intervals(stance, age, tokenizer, models, tmp_path):
     hullama, llama = models
     tasks = {
         "stance": (TaskSpec("stance", "message", "weighted_f1", {}, {}, labels=STANCE_LABELS),
@@ -172,7 +172,14 @@ def test_probe_tasks_compares_two_models_with_intervals(stance, age, tokenizer, 
     table = format_table(results).splitlines()
     assert table[0] == "| task | metric | authors | llama | hullama | hullama - llama |"
     assert table[2].startswith("| stance | weighted_f1 | 12 |") and "hullama vs llama: better on" in table[-1]
-    json.dumps(results)
+    # the real-run report gathers probes run in parts (scripts/smollm2_real_run.sh: tweets and commits side by side)
+    from scripts.real_run_report import probe_table
+
+    for part in ("probe_commits", "probe_tweets"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "probe.json").write_text(json.dumps(results))
+    lines, rows = probe_table(tmp_path)
+    assert lines.count(table[0]) == 2 and len(rows) == 2 * 2 * 2  # parts x tasks x models
     with pytest.raises(ValueError, match="reference 'base' is not one of the models"):
         probe_tasks({"llama": (llama, tokenizer)}, tasks, reference="base", progress=False)
 

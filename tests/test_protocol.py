@@ -76,6 +76,27 @@ def test_paired_bootstrap_of_a_difference_matches_a_hand_computation():
         paired_bootstrap("weighted_f1", y, {"a": a}, authors, reference="c")
 
 
+def test_paired_bootstrap_counts_the_resamples_where_the_metric_is_undefined():
+    """Pearson r over three one-row authors is undefined exactly on the resamples that draw a single author three
+    times; those are counted, and the interval comes from the others alone."""
+    authors = np.asarray(["u1", "u2", "u3"])
+    y = np.asarray([1.0, 2.0, 4.0])
+    a, b = np.asarray([1.0, 3.0, 2.0]), np.asarray([2.0, 1.0, 5.0])
+    result = paired_bootstrap("pearson_r", y, {"b": b, "a": a}, authors, reference="b", samples=400, seed=1)
+    draws = author_resamples(3, 400, 1)
+    single = (draws > 0).sum(1) == 1
+    assert 0 < single.sum() < 400
+    diff = result["differences"]["a"]
+    assert diff["undefined_resamples"] == result["scores"]["a"]["undefined_resamples"] == int(single.sum())
+
+    def r(p, counts):
+        rows = np.arange(3).repeat(counts.astype(int))
+        return np.corrcoef(y[rows], p[rows])[0, 1]
+
+    deltas = [r(a, c) - r(b, c) for c in draws[~single]]
+    assert diff["ci95"] == pytest.approx(np.percentile(deltas, [2.5, 97.5]).tolist())
+
+
 def _fold_signal_data(seed: int = 0):
     """60 authors x 4 rows, 3 classes. Candidate "steady" carries the class everywhere; candidate "leaky" carries it
     more weakly, except on the rows of the first outer fold, where it carries it perfectly."""
