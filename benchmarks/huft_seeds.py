@@ -10,7 +10,9 @@ same for the mean over the tasks (each seed's mean over the tasks, then the inte
         --huft outputs/state_study/tweets_block32/gate/recurrent --seeds 1 2 3 \\
         --output_dir outputs/huft_seeds/tweets_block32 --block_size 32 --max_blocks 32 --quantization none
 
-Options this script does not know go to train/huft.py for every run. A run whose metrics.json exists is not run again,
+With QLoRA (a pre-trained base continued by train/hulm.py), give the adapter folders: each run continues its adapter
+(train/huft.py --adapter), e.g. --standard outputs/smollm2/hulm/none --huft outputs/smollm2/hulm/recurrent
+--quantization nf4. Options this script does not know go to train/huft.py for every run. A run whose metrics.json exists is not run again,
 so an interrupted grid continues where it stopped. Writes huft_seeds.json and huft_seeds.md to --output_dir.
 """
 
@@ -49,6 +51,12 @@ def run_dir(output_dir: Path, task: str, cell: str, seed: int) -> Path:
     return output_dir / task / f"{cell}_seed{seed}"
 
 
+def start_from(model: str) -> list[str]:
+    """train/huft.py's flags to start from `model`: a PEFT adapter folder (hulm.py's output on a pre-trained base,
+    QLoRA) continues that adapter; any other folder is a full model."""
+    return ["--adapter", model] if (Path(model) / "adapter_config.json").is_file() else ["--base_model", model]
+
+
 def run_grid(output_dir: Path, models: dict[str, str], tasks: list[str], seeds: list[int], extra: list[str]) -> None:
     from hullama.train import huft
 
@@ -59,7 +67,7 @@ def run_grid(output_dir: Path, models: dict[str, str], tasks: list[str], seeds: 
                 if (out / "metrics.json").is_file():
                     continue
                 print(f"== {task}, {cell}, seed {seed} ==", flush=True)
-                huft.main(["--task_name", task, "--base_model", models[cell], "--author_context", context,
+                huft.main(["--task_name", task, *start_from(models[cell]), "--author_context", context,
                            "--seed", str(seed), "--output_dir", str(out), *extra])
 
 
@@ -115,8 +123,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = OneLineArgumentParser(prog="huft_seeds.py", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
                                    epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--standard", required=True, help="the model standard fine-tuning starts from")
-    parser.add_argument("--huft", required=True, help="the HuLM-pre-trained model HuFT starts from")
+    parser.add_argument("--standard", required=True,
+                        help="the model standard fine-tuning starts from (a model folder, or a PEFT adapter folder)")
+    parser.add_argument("--huft", required=True,
+                        help="the HuLM-pre-trained model HuFT starts from (a model folder, or a PEFT adapter folder)")
     parser.add_argument("--tasks", nargs="+", default=list(MESSAGE_TASKS), choices=MESSAGE_TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--output_dir", type=Path, required=True)
@@ -127,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"{flag} {' '.join(map(str, values))} names one twice")
     if len(args.seeds) < 2:
         parser.error(f"--seeds {' '.join(map(str, args.seeds))}: an interval over seeds needs at least two")
-    for flag in ("--task_name", "--base_model", "--author_context", "--seed", "--output_dir"):
+    for flag in ("--task_name", "--base_model", "--adapter", "--author_context", "--seed", "--output_dir"):
         if any(e == flag or e.startswith(flag + "=") for e in extra):
             parser.error(f"{flag} is set by huft_seeds.py for every run")
     grid = {"standard": args.standard, "huft": args.huft, "huft_args": extra}

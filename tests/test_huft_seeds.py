@@ -70,6 +70,29 @@ def test_the_grid_runs_resumes_and_reports_intervals_over_seeds(setting, capfd):
         assert message in capfd.readouterr().err
 
 
+def test_the_grid_continues_qlora_adapters(setting, tiny_llama_dir, tokenizer, tmp_path):
+    """HuLM on a pre-trained base writes adapters, not models: each run continues its own adapter (the none-trained
+    one for standard fine-tuning, the recurrent one for HuFT)."""
+    import shutil
+
+    base = tmp_path / "llama"
+    shutil.copytree(tiny_llama_dir, base)
+    tokenizer.save_pretrained(base)
+    hulm.main(["--base_model", str(base), "--quantization", "none", "--lora_r", "4", "--synthetic_authors", "12",
+               "--synthetic_messages", "6", "--num_train_epochs", "1", "--block_size", "32", "--max_blocks", "2",
+               "--variants", "recurrent,none", "--per_device_train_batch_size", "4", "--save_strategy", "no",
+               "--report_to", "none", "--output_dir", str(tmp_path / "hulm")])
+    out = tmp_path / "grid"
+    result = huft_seeds.main(["--standard", str(tmp_path / "hulm" / "none"), "--huft", str(tmp_path / "hulm" / "recurrent"),
+                              "--tasks", "stance_abortion", "--seeds", "1", "2", "--output_dir", str(out),
+                              "--data_dir", str(setting / "data"), *TINY])
+    for cell, adapter in (("standard", "none"), ("huft", "recurrent")):
+        run = json.loads((out / "stance_abortion" / f"{cell}_seed1" / "run_args.json").read_text())
+        assert run["ModelArguments"]["adapter"] == str(tmp_path / "hulm" / adapter)
+    assert result["tasks"]["stance_abortion"]["huft_minus_standard"]["ci95"][0] <= \
+        result["tasks"]["stance_abortion"]["huft_minus_standard"]["ci95"][1]
+
+
 def test_a_hullama_base_lends_its_tokenizer_without_warnings(setting):
     """AutoTokenizer also reads the folder's config.json and would warn that it does not know the type "hullama"."""
     code = ("import sys; from hullama.train.args import ModelArguments; from hullama.train.qlora import load_tokenizer;"
