@@ -81,6 +81,19 @@ def hidden_shift(model, tokenizer, corpus, *, block_size: int, max_blocks: int |
     return {layer: {"hidden": diff[layer] / norm[layer], "cos": cos[layer] / tokens[layer]} for layer in layers}
 
 
+def format_table(results: dict[str, dict[str, dict]]) -> str:
+    """Markdown: one row per layer, each adapter's weight, hidden and cos (results as main returns and writes them)."""
+    lines = ["| layer | " + " | ".join(f"{n}: weight | {n}: hidden | {n}: cos" for n in results) + " |",
+             "|---|" + "---|---|---|" * len(results)]
+    for layer in next(iter(results.values())):
+        cells = []
+        for r in results.values():
+            w = r[layer]["weight"]
+            cells += ["-" if w is None else f"{w:.4f}", f"{r[layer]['hidden']:.4f}", f"{r[layer]['cos']:.4f}"]
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_name_or_path", "--model", dest="model", required=True,
@@ -114,14 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
         del model
     print(f"{args.model} on {args.data} ({len(corpus.authors)} authors), block {args.block_size}, "
           f"at most {args.max_blocks} blocks each")
-    print("| layer | " + " | ".join(f"{n}: weight | {n}: hidden | {n}: cos" for n in results) + " |")
-    print("|---|" + "---|---|---|" * len(results))
-    for layer in next(iter(results.values())):
-        cells = []
-        for r in results.values():
-            w = r[layer]["weight"]
-            cells += ["-" if w is None else f"{w:.4f}", f"{r[layer]['hidden']:.4f}", f"{r[layer]['cos']:.4f}"]
-        print(f"| {layer} | " + " | ".join(cells) + " |")
+    print(format_table(results))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2) + "\n")

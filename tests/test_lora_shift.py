@@ -49,3 +49,23 @@ def test_a_trained_layer_moves_its_weights_by_the_hand_computed_amount_and_the_s
     shifts = hidden_shift(model, tokenizer, corpus, block_size=32, max_blocks=3, batch_size=2)
     assert shifts[0]["hidden"] == shifts[1]["hidden"] == 0  # the embeddings and decoder layer 0 come before it
     assert all(shifts[layer]["hidden"] > 0 and shifts[layer]["cos"] < 1 for layer in range(2, len(shifts)))
+
+
+def test_the_command_compares_saved_adapters_and_refuses_a_folder_without_one(tokenizer, tmp_path, capsys):
+    from benchmarks.lora_shift import main
+
+    base = tmp_path / "base"
+    model = _adapted(tokenizer, layer=1)
+    model.save_pretrained(tmp_path / "trained")
+    model.unload().save_pretrained(base)  # the bare HuLlama the adapter was made on
+    tokenizer.save_pretrained(base)
+    data = tmp_path / "authors.jsonl"
+    synthetic_corpus(3, 6, seed=2).to_json(data, orient="records", lines=True)
+    results = main(["--model", str(base), "--adapter", f"trained={tmp_path / 'trained'}", "--data", str(data),
+                    "--block_size", "32", "--output", str(tmp_path / "shift.json")])
+    assert results["trained"]["2"]["weight"] > 0 and results["trained"]["1"]["hidden"] == 0
+    assert "| 2 | " in capsys.readouterr().out and (tmp_path / "shift.json").is_file()
+    for wrong, message in ((f"x={base}", "no adapter_config.json"), ("trained", "give name=folder")):
+        with pytest.raises(SystemExit):
+            main(["--model", str(base), "--adapter", wrong, "--data", str(data)])
+        assert message in capsys.readouterr().err
