@@ -12,8 +12,9 @@ same for the mean over the tasks (each seed's mean over the tasks, then the inte
 
 With QLoRA (a pre-trained base continued by train/hulm.py), give the adapter folders: each run continues its adapter
 (train/huft.py --adapter), e.g. --standard outputs/smollm2/hulm/none --huft outputs/smollm2/hulm/recurrent
---quantization nf4. Options this script does not know go to train/huft.py for every run. A run whose metrics.json exists is not run again,
-so an interrupted grid continues where it stopped. Writes huft_seeds.json and huft_seeds.md to --output_dir.
+--quantization nf4. Options this script does not know go to train/huft.py for every run. A run whose metrics.json
+exists is not run again, so an interrupted grid continues where it stopped. Writes huft_seeds.json and
+huft_seeds.md to --output_dir.
 """
 
 from __future__ import annotations

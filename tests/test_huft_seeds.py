@@ -83,7 +83,8 @@ def test_the_grid_continues_qlora_adapters(setting, tiny_llama_dir, tokenizer, t
                "--variants", "recurrent,none", "--per_device_train_batch_size", "4", "--save_strategy", "no",
                "--report_to", "none", "--output_dir", str(tmp_path / "hulm")])
     out = tmp_path / "grid"
-    result = huft_seeds.main(["--standard", str(tmp_path / "hulm" / "none"), "--huft", str(tmp_path / "hulm" / "recurrent"),
+    adapters = tmp_path / "hulm"
+    result = huft_seeds.main(["--standard", str(adapters / "none"), "--huft", str(adapters / "recurrent"),
                               "--tasks", "stance_abortion", "--seeds", "1", "2", "--output_dir", str(out),
                               "--data_dir", str(setting / "data"), *TINY])
     for cell, adapter in (("standard", "none"), ("huft", "recurrent")):
